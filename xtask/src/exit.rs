@@ -1,0 +1,78 @@
+//! Exit codes of the pipeline's contract, carried through `anyhow` errors.
+//!
+//! 2 invalid input or tag, 3 build failed, 4 registry failed after retries, 1 anything else.
+
+use std::fmt;
+
+/// An error tagged with the process exit code it must produce.
+#[derive(Debug)]
+pub struct Coded {
+    pub code: i32,
+    pub message: String,
+}
+
+impl fmt::Display for Coded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Coded {}
+
+pub const INVALID_INPUT: i32 = 2;
+pub const BUILD_FAILED: i32 = 3;
+pub const REGISTRY_FAILED: i32 = 4;
+
+/// Bad input: a tag, ref, flag or file the user must fix (exit 2).
+pub fn invalid(message: impl Into<String>) -> anyhow::Error {
+    Coded {
+        code: INVALID_INPUT,
+        message: message.into(),
+    }
+    .into()
+}
+
+/// A build (or a build-side artifact such as a digest file) failed (exit 3).
+pub fn build_failed(message: impl Into<String>) -> anyhow::Error {
+    Coded {
+        code: BUILD_FAILED,
+        message: message.into(),
+    }
+    .into()
+}
+
+/// A registry still failed after the retries (exit 4).
+pub fn registry_failed(message: impl Into<String>) -> anyhow::Error {
+    Coded {
+        code: REGISTRY_FAILED,
+        message: message.into(),
+    }
+    .into()
+}
+
+/// The exit code for an error: the first coded error in its chain, else 1.
+pub fn code_of(err: &anyhow::Error) -> i32 {
+    err.chain()
+        .find_map(|cause| cause.downcast_ref::<Coded>())
+        .map_or(1, |coded| coded.code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn code_survives_context() {
+        let cases: [(anyhow::Error, i32); 4] = [
+            (invalid("bad tag"), 2),
+            (build_failed("podman build"), 3),
+            (registry_failed("push"), 4),
+            (anyhow::anyhow!("other"), 1),
+        ];
+        for (err, want) in cases {
+            let wrapped = Err::<(), _>(err).context("outer step").unwrap_err();
+            assert_eq!(code_of(&wrapped), want, "{wrapped:#}");
+        }
+    }
+}

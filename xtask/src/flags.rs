@@ -1,0 +1,206 @@
+//! The command-line grammar of `cargo xtask`: every command and flag, with the help text users see.
+
+use std::path::PathBuf;
+
+xflags::xflags! {
+    /// Project automation: the image pipeline, the test bench and the benchmarks.
+    cmd xtask {
+        /// Run the whole test bench: install what the tests need, then fmt, clippy and every test.
+        cmd ci {
+            /// Do not install packages or build local base images (assume they are there).
+            optional --no-setup
+            /// Only run the setup phase (packages, binfmt, base images), then stop.
+            optional --setup-only
+        }
+
+        /// Build, push and publish the multi-arch container image.
+        cmd image {
+            /// Compute the publishing plan (tags, version, platforms) from the GitHub event or flags.
+            cmd meta {
+                /// Event name (push, workflow_dispatch); default: $GITHUB_EVENT_NAME.
+                optional --event event: String
+                /// Git ref (refs/heads/main, refs/tags/v1.2.3); also spelled --ref; default: $GITHUB_REF.
+                optional --git-ref git_ref: String
+                /// Commit SHA; default: $GITHUB_SHA.
+                optional --sha sha: String
+                /// Tag for a manual run (workflow_dispatch); default: $INPUT_TAG_NAME, else manual-<sha7>.
+                optional --tag-name tag_name: String
+                /// Build and export only, push nothing; default: $INPUT_SKIP_PUSH.
+                optional --skip-push
+                /// Comma-separated platforms (linux/amd64,linux/arm64); default: $INPUT_PLATFORMS, else the configured ones.
+                optional --platforms platforms: String
+                /// Target repository (ghcr.io/owner/name); repeatable; default: the configured targets.
+                repeated --to to: String
+                /// Print the whole plan as JSON.
+                optional --json
+            }
+
+            /// Build the image for each platform with podman and export it to target/image/<os>-<arch>/.
+            cmd build {
+                /// Platform to build (linux/amd64, linux/arm64); repeatable; default: the configured platforms.
+                repeated --platform platform: String
+                /// Build argument K=V passed to podman build (RUST_IMAGE=…, RUNTIME_IMAGE=…); repeatable.
+                repeated --build-arg build_arg: String
+                /// Local image name to tag the build with; default: the configured name with tag `local`.
+                optional --tag tag: String
+                /// Registry repository used as a layer cache (--cache-from/--cache-to).
+                optional --cache-repo cache_repo: String
+                /// Print the commands that would run, one per line, and run nothing.
+                optional --dry-run
+            }
+
+            /// Push one platform's exported image to every target, by digest, with no tag.
+            cmd push {
+                /// Platform whose export to push (linux/amd64 or linux/arm64).
+                required --platform platform: String
+                /// Target repository (ghcr.io/owner/name, 127.0.0.1:5000/team/app); repeatable.
+                repeated --to to: String
+                /// Directory that receives one digest file per platform.
+                required --digest-dir digest_dir: PathBuf
+                /// Registry host that may be reached over plain HTTP; repeatable.
+                repeated --insecure-registry insecure_registry: String
+                /// Print every registry call that would be made and change nothing.
+                optional --dry-run
+            }
+
+            /// Merge the per-platform digests into one manifest list and move the tag, all or nothing.
+            cmd manifest {
+                /// Directory holding one digest file per platform (written by `image push`).
+                required --digest-dir digest_dir: PathBuf
+                /// Tag to move (latest, 1.2.3, manual-abc1234).
+                required --tag tag: String
+                /// Target repository; repeatable; default: the configured targets.
+                repeated --to to: String
+                /// Comma-separated platforms expected in the list; default: the configured platforms.
+                optional --platforms platforms: String
+                /// Delete the superseded index after the tag moved (default for `latest`).
+                optional --prune-previous
+                /// Registry host that may be reached over plain HTTP; repeatable.
+                repeated --insecure-registry insecure_registry: String
+                /// Print every registry call that would be made and change nothing.
+                optional --dry-run
+            }
+
+            /// Run meta, build, push and manifest in one process, as CI does.
+            cmd release {
+                /// Publish this version (vX.Y.Z; the git tag must exist at HEAD) instead of `latest`.
+                optional --version version: String
+                /// Target repository; repeatable; default: the configured targets.
+                repeated --to to: String
+                /// Comma-separated platforms; default: the configured platforms.
+                optional --platforms platforms: String
+                /// Build argument K=V passed to podman build; repeatable.
+                repeated --build-arg build_arg: String
+                /// Registry repository used as a layer cache.
+                optional --cache-repo cache_repo: String
+                /// Publish into a throwaway registry on a free loopback port (no credentials needed).
+                optional --local
+                /// With --local: leave the throwaway registry running afterwards.
+                optional --keep
+                /// Registry host that may be reached over plain HTTP; repeatable.
+                repeated --insecure-registry insecure_registry: String
+                /// Print every command and registry call in order and change nothing.
+                optional --dry-run
+            }
+
+            /// Remove untagged manifests that no tagged index references.
+            cmd prune {
+                /// Target repository; repeatable; default: the configured targets.
+                repeated --to to: String
+                /// Really delete; without it, only list what would be deleted.
+                optional --yes
+                /// Registry host that may be reached over plain HTTP; repeatable.
+                repeated --insecure-registry insecure_registry: String
+            }
+        }
+
+        /// Measure the pipeline's speed and memory side by side and write target/bench/*.json.
+        cmd bench {
+            /// Benchmarks to run (B1 … B7); default: all but B3.
+            repeated which: String
+            /// Include B3 (arm64 emulated with qemu; takes minutes).
+            optional --emulated
+            /// Rounds per side (alternating); default 3.
+            optional --rounds rounds: u32
+        }
+    }
+}
+
+/// Parses argv, accepting `--ref` as the spelling of `--git-ref` (`ref` is a Rust keyword, so the grammar cannot use it).
+pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> xflags::Result<Xtask> {
+    let args = args
+        .into_iter()
+        .map(|arg| {
+            if arg == "--ref" {
+                "--git-ref".into()
+            } else {
+                arg
+            }
+        })
+        .collect();
+    Xtask::from_vec(args)
+}
+
+/// The part of the generated help that belongs to the command named by `args` (`image push --help` shows `push`
+/// only), since xflags prints the help of every command at once.
+pub fn help_for(args: &[std::ffi::OsString], full_help: &str) -> String {
+    let path: Vec<&str> = std::iter::once("xtask")
+        .chain(
+            args.iter()
+                .map_while(|arg| arg.to_str().filter(|arg| !arg.starts_with('-'))),
+        )
+        .collect();
+    if path.len() == 1 {
+        return full_help.to_owned();
+    }
+    let prefix = path.join(" ");
+    let mut out = String::new();
+    let mut keep = false;
+    for line in full_help.lines() {
+        if line.starts_with("xtask") {
+            keep = line == prefix || line.starts_with(&format!("{prefix} "));
+        }
+        if keep {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    if out.is_empty() {
+        full_help.to_owned()
+    } else {
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Vec<std::ffi::OsString> {
+        line.split_whitespace().map(Into::into).collect()
+    }
+
+    #[test]
+    fn help_shows_only_the_named_command() {
+        let help = parse(args("image push --help")).unwrap_err().to_string();
+        let shown = help_for(&args("image push --help"), &help);
+        assert!(shown.starts_with("xtask image push\n"), "{shown}");
+        assert!(shown.contains("--digest-dir"));
+        assert!(!shown.contains("xtask image manifest"));
+        let image = help_for(&args("image --help"), &help);
+        assert!(image.contains("xtask image meta") && image.contains("xtask image prune"));
+        assert!(!image.contains("xtask bench"));
+    }
+
+    #[test]
+    fn ref_is_accepted_as_git_ref() {
+        let flags = parse(args("image meta --ref refs/heads/main")).unwrap();
+        let XtaskCmd::Image(Image {
+            subcommand: ImageCmd::Meta(meta),
+        }) = flags.subcommand
+        else {
+            panic!()
+        };
+        assert_eq!(meta.git_ref.as_deref(), Some("refs/heads/main"));
+    }
+}

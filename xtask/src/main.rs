@@ -1,0 +1,47 @@
+//! `cargo xtask`: the image pipeline, the test bench and the benchmarks, written in Rust next to the app.
+
+mod exit;
+mod flags;
+
+use std::path::{Path, PathBuf};
+
+use xshell::Shell;
+
+fn main() {
+    let code = match run() {
+        Ok(()) => 0,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            exit::code_of(&err)
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run() -> anyhow::Result<()> {
+    let args: Vec<_> = std::env::args_os().skip(1).collect();
+    let flags = flags::parse(args.clone()).map_err(|err| {
+        if err.is_help() {
+            print!("{}", flags::help_for(&args, &err.to_string()));
+            std::process::exit(0);
+        }
+        exit::invalid(format!("{err}\nRun `cargo xtask --help` for usage"))
+    })?;
+    let sh = Shell::new()?;
+    sh.change_dir(project_root());
+    match flags.subcommand {
+        flags::XtaskCmd::Ci(_) => anyhow::bail!("`cargo xtask ci` is not available yet"),
+        flags::XtaskCmd::Image(image) => match image.subcommand {
+            _ => anyhow::bail!("this image stage is not available yet"),
+        },
+        flags::XtaskCmd::Bench(_) => anyhow::bail!("`cargo xtask bench` is not available yet"),
+    }
+}
+
+/// The workspace root: the xtask crate lives one level below it.
+fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the workspace")
+        .to_path_buf()
+}
