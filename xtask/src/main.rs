@@ -1,5 +1,6 @@
 //! `cargo xtask`: the image pipeline, the test bench and the benchmarks, written in Rust next to the app.
 
+mod config;
 mod exit;
 mod flags;
 
