@@ -3,6 +3,7 @@
 mod config;
 mod exit;
 mod flags;
+mod registry;
 
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,13 @@
+//! The OCI distribution client the pipeline pushes, reads and deletes with: target references, credentials,
+//! authentication, retries and errors.
+
+// Shared by several stages that land one at a time; some items have no caller in every build yet.
+#![allow(dead_code)]
+
+pub mod credentials;
+pub mod reference;
+
+#[allow(unused_imports)]
+pub use credentials::{Credentials, Env};
+#[allow(unused_imports)]
+pub use reference::Reference;
