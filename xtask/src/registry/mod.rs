@@ -4,8 +4,11 @@
 // Shared by several stages that land one at a time; some items have no caller in every build yet.
 #![allow(dead_code)]
 
+pub mod auth;
 pub mod credentials;
+pub mod error;
 pub mod reference;
+pub mod retry;
 
 #[allow(unused_imports)]
 pub use credentials::{Credentials, Env};
