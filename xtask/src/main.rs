@@ -3,6 +3,7 @@
 mod config;
 mod exit;
 mod flags;
+mod image;
 mod registry;
 
 use std::path::{Path, PathBuf};
@@ -34,6 +35,7 @@ fn run() -> anyhow::Result<()> {
     match flags.subcommand {
         flags::XtaskCmd::Ci(_) => anyhow::bail!("`cargo xtask ci` is not available yet"),
         flags::XtaskCmd::Image(image) => match image.subcommand {
+            flags::ImageCmd::Manifest(cmd) => cmd.run(&sh),
             _ => anyhow::bail!("this image stage is not available yet"),
         },
         flags::XtaskCmd::Bench(_) => anyhow::bail!("`cargo xtask bench` is not available yet"),

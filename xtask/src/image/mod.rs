@@ -1,0 +1,4 @@
+//! The image pipeline's stages, one module each.
+
+pub mod local_registry;
+pub mod manifest;
