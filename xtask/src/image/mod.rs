@@ -2,3 +2,4 @@
 
 pub mod local_registry;
 pub mod manifest;
+pub mod release;
