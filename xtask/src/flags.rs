@@ -41,7 +41,7 @@ xflags::xflags! {
                 repeated --platform platform: String
                 /// Build argument K=V passed to podman build (RUST_IMAGE=…, RUNTIME_IMAGE=…); repeatable.
                 repeated --build-arg build_arg: String
-                /// Local image name to tag the build with; default: the configured name with tag `local`.
+                /// Local image name; each platform is tagged <tag>-<arch>; default: localhost/<configured name>:local.
                 optional --tag tag: String
                 /// Registry repository used as a layer cache (--cache-from/--cache-to).
                 optional --cache-repo cache_repo: String

@@ -35,6 +35,7 @@ fn run() -> anyhow::Result<()> {
     match flags.subcommand {
         flags::XtaskCmd::Ci(_) => anyhow::bail!("`cargo xtask ci` is not available yet"),
         flags::XtaskCmd::Image(image) => match image.subcommand {
+            flags::ImageCmd::Build(cmd) => cmd.run(&sh),
             flags::ImageCmd::Manifest(cmd) => cmd.run(&sh),
             _ => anyhow::bail!("this image stage is not available yet"),
         },

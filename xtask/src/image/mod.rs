@@ -1,5 +1,6 @@
 //! The image pipeline's stages, one module each.
 
+pub mod build;
 pub mod local_registry;
 pub mod manifest;
 pub mod release;

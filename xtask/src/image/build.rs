@@ -1,0 +1,655 @@
+//! `cargo xtask image build`: one `podman build --format docker` per platform, each exported to
+//! `target/image/<os>-<arch>/` (podman's `dir:` transport: the v2s2 manifest and its blobs as files) for the push
+//! stage.
+//!
+//! The plan and every argv are pure functions of the configuration, the flags and a few facts read once at the
+//! edge (git revision, SOURCE_DATE_EPOCH, CARGO_TARGET_DIR, the build machine's arch); only `build_platform` runs
+//! anything.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context;
+use sha2::{Digest, Sha256};
+use xshell::{cmd, Shell};
+
+use crate::config::{ImageConfig, Platform};
+use crate::{exit, flags};
+
+/// Build arguments the pipeline sets itself, per platform; a user value would contradict `--platform`.
+const RESERVED_ARGS: [&str; 2] = ["BUILDPLATFORM", "TARGETARCH"];
+
+/// What the caller asks for (from `image build` or `image release` flags).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BuildRequest {
+    /// Platforms to build; empty means the configured ones.
+    pub platforms: Vec<Platform>,
+    /// `K=V` build arguments; each overrides the configured default of the same key.
+    pub build_args: Vec<String>,
+    /// Local image name (`localhost/app:local`); each platform is tagged `<tag>-<arch>`.
+    pub tag: Option<String>,
+    /// Registry repository used as a layer cache; default: the configured one.
+    pub cache_repo: Option<String>,
+    /// Version for the label; default: the root package's version.
+    pub version: Option<String>,
+}
+
+/// Facts about the checkout and the machine, read once at the edge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Facts {
+    /// Workspace root: the build context.
+    pub root: PathBuf,
+    /// `$CARGO_TARGET_DIR` or `<root>/target`.
+    pub target_dir: PathBuf,
+    /// `git rev-parse HEAD`, when the checkout is a git repository.
+    pub revision: Option<String>,
+    /// Seconds since the epoch for the `created` label: `$SOURCE_DATE_EPOCH`, else now.
+    pub created: u64,
+    /// The machine the build stage runs on (podman's BUILDPLATFORM).
+    pub build_platform: Platform,
+}
+
+impl Facts {
+    pub fn gather(sh: &Shell) -> anyhow::Result<Facts> {
+        let root = sh.current_dir();
+        let target_dir = match std::env::var_os("CARGO_TARGET_DIR") {
+            Some(dir) if !dir.is_empty() => root.join(dir),
+            _ => root.join("target"),
+        };
+        let revision = match cmd!(sh, "git rev-parse HEAD")
+            .quiet()
+            .ignore_stderr()
+            .read()
+        {
+            Ok(sha) if !sha.trim().is_empty() => Some(sha.trim().to_owned()),
+            _ => {
+                eprintln!(
+                    "warning: no git revision in {}; the image gets no revision label",
+                    root.display()
+                );
+                None
+            }
+        };
+        let created = match std::env::var("SOURCE_DATE_EPOCH") {
+            Ok(value) if !value.trim().is_empty() => value.trim().parse().map_err(|_| {
+                exit::invalid(format!(
+                    "SOURCE_DATE_EPOCH={value:?} is not whole seconds since 1970-01-01; unset it or fix it"
+                ))
+            })?,
+            _ => SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        };
+        let build_platform = match std::env::consts::ARCH {
+            "x86_64" => Platform::LINUX_AMD64,
+            "aarch64" => Platform::LINUX_ARM64,
+            other => {
+                return Err(exit::invalid(format!(
+                    "this machine's architecture {other} cannot run the build stage; build on x86_64 or aarch64 Linux"
+                )))
+            }
+        };
+        Ok(Facts {
+            root,
+            target_dir,
+            revision,
+            created,
+            build_platform,
+        })
+    }
+}
+
+/// Everything needed to build and export each platform, computed before anything runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuildPlan {
+    pub context: PathBuf,
+    pub containerfile: PathBuf,
+    pub platforms: Vec<Platform>,
+    pub build_platform: Platform,
+    /// User build arguments after merging the configured defaults with the request.
+    pub build_args: BTreeMap<String, String>,
+    /// OCI labels (org.opencontainers.image.*).
+    pub labels: BTreeMap<String, String>,
+    /// Local image name; platform `p` is tagged `local_image(p)`.
+    pub image: String,
+    /// `<target>/image`: each platform is exported to `<out_dir>/<os>-<arch>/`.
+    pub out_dir: PathBuf,
+    pub cache_repo: Option<String>,
+}
+
+/// One platform's build, exported for the push stage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportedImage {
+    pub platform: Platform,
+    /// The local image (`localhost/app:local-arm64`).
+    pub image: String,
+    /// The export directory (manifest.json and one file per blob).
+    pub dir: PathBuf,
+    /// sha256 of manifest.json: the digest the image has in every registry it is pushed to.
+    pub manifest_digest: String,
+    /// Bytes a pull transfers: config plus compressed layers.
+    pub compressed_size: u64,
+    pub build_time: Duration,
+    pub export_time: Duration,
+}
+
+impl BuildPlan {
+    pub fn new(
+        config: &ImageConfig,
+        request: &BuildRequest,
+        facts: &Facts,
+    ) -> anyhow::Result<BuildPlan> {
+        let platforms = if request.platforms.is_empty() {
+            config.platforms.clone()
+        } else {
+            request.platforms.clone()
+        };
+        let mut build_args = config.build_args.clone();
+        for arg in &request.build_args {
+            let (key, value) = arg
+                .split_once('=')
+                .filter(|(key, _)| !key.trim().is_empty())
+                .ok_or_else(|| exit::invalid(format!("--build-arg {arg:?} must be KEY=VALUE")))?;
+            build_args.insert(key.trim().to_owned(), value.to_owned());
+        }
+        if let Some(key) = RESERVED_ARGS
+            .iter()
+            .find(|key| build_args.contains_key(**key))
+        {
+            return Err(exit::invalid(format!(
+                "build argument {key} is set by the pipeline from --platform and the build machine; remove it"
+            )));
+        }
+
+        let mut labels = BTreeMap::new();
+        let mut label = |key: &str, value: Option<&str>| {
+            if let Some(value) = value.filter(|v| !v.is_empty()) {
+                labels.insert(format!("org.opencontainers.image.{key}"), value.to_owned());
+            }
+        };
+        label("title", Some(&config.name));
+        label("description", config.description.as_deref());
+        label("source", config.repository.as_deref());
+        label("licenses", config.license.as_deref());
+        label(
+            "version",
+            Some(request.version.as_deref().unwrap_or(&config.version)),
+        );
+        label("revision", facts.revision.as_deref());
+        label("created", Some(&rfc3339(facts.created)));
+
+        let image = match &request.tag {
+            Some(tag) if !tag.trim().is_empty() => tag.trim().to_owned(),
+            Some(_) => return Err(exit::invalid("--tag must not be empty")),
+            None => format!("localhost/{}:local", config.name),
+        };
+        Ok(BuildPlan {
+            context: facts.root.clone(),
+            containerfile: facts.root.join(&config.containerfile),
+            platforms,
+            build_platform: facts.build_platform,
+            build_args,
+            labels,
+            image,
+            out_dir: facts.target_dir.join("image"),
+            cache_repo: request
+                .cache_repo
+                .clone()
+                .or_else(|| config.cache_repo.clone()),
+        })
+    }
+
+    /// The local image of one platform: `<image>-<arch>` when the name has a tag, else `<image>:<arch>`.
+    pub fn local_image(&self, platform: Platform) -> String {
+        let name_part = self.image.rsplit('/').next().unwrap_or(&self.image);
+        if name_part.contains(':') {
+            format!("{}-{}", self.image, platform.arch)
+        } else {
+            format!("{}:{}", self.image, platform.arch)
+        }
+    }
+
+    pub fn export_dir(&self, platform: Platform) -> PathBuf {
+        export_dir(&self.out_dir, platform)
+    }
+
+    /// `podman build` for one platform.
+    pub fn build_argv(&self, platform: Platform) -> Vec<String> {
+        let mut argv: Vec<String> = [
+            "podman",
+            "build",
+            "--format",
+            "docker",
+            "--platform",
+            &platform.to_string(),
+            // cargo inside RUN needs the network, and rootless podman here cannot use slirp4netns.
+            "--network=host",
+            "--file",
+            &self.containerfile.display().to_string(),
+            "--tag",
+            &self.local_image(platform),
+            "--build-arg",
+            &format!("BUILDPLATFORM={}", self.build_platform),
+            "--build-arg",
+            &format!("TARGETARCH={}", platform.arch),
+        ]
+        .map(str::to_owned)
+        .into();
+        for (key, value) in &self.build_args {
+            argv.extend(["--build-arg".to_owned(), format!("{key}={value}")]);
+        }
+        for (key, value) in &self.labels {
+            argv.extend(["--label".to_owned(), format!("{key}={value}")]);
+        }
+        if let Some(repo) = &self.cache_repo {
+            argv.extend([
+                "--cache-from".into(),
+                repo.clone(),
+                "--cache-to".into(),
+                repo.clone(),
+            ]);
+        }
+        argv.push(self.context.display().to_string());
+        argv
+    }
+
+    /// `podman push` into the export directory, gzip layers and a v2s2 manifest, as the registries will get them.
+    pub fn export_argv(&self, platform: Platform) -> Vec<String> {
+        vec![
+            "podman".into(),
+            "push".into(),
+            "--quiet".into(),
+            "--format".into(),
+            "v2s2".into(),
+            "--compress".into(),
+            self.local_image(platform),
+            format!("dir:{}", self.export_dir(platform).display()),
+        ]
+    }
+}
+
+/// `<out_dir>/<os>-<arch>`: where `image build` leaves a platform's export and `image push` finds it.
+pub fn export_dir(out_dir: &Path, platform: Platform) -> PathBuf {
+    out_dir.join(platform.dir_name())
+}
+
+/// RFC 3339 UTC time of a Unix timestamp (`2023-11-14T22:13:20Z`).
+pub fn rfc3339(epoch: u64) -> String {
+    let (days, secs) = (epoch / 86_400, epoch % 86_400);
+    // Days to civil date (Howard Hinnant's algorithm), for dates from 1970 on.
+    let z = days + 719_468;
+    let (era, doe) = (z / 146_097, z % 146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// One argv as a shell line that pastes back exactly (for --dry-run).
+pub fn shell_line(argv: &[String]) -> String {
+    let mut line = String::new();
+    for (i, arg) in argv.iter().enumerate() {
+        if i > 0 {
+            line.push(' ');
+        }
+        let plain = !arg.is_empty()
+            && arg
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-+=:,./@%".contains(&b));
+        if plain {
+            line.push_str(arg);
+        } else {
+            let _ = write!(line, "'{}'", arg.replace('\'', r"'\''"));
+        }
+    }
+    line
+}
+
+/// Fails with the way to install podman when it is not on PATH.
+pub fn require_podman() -> anyhow::Result<()> {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("podman").is_file()));
+    if found {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "podman is not installed (not found on PATH); install it: `sudo apt-get install -y podman` on \
+             Debian/Ubuntu, `sudo dnf install -y podman` on Fedora, see https://podman.io/docs/installation; \
+             or run `cargo xtask ci` as root on Debian to install everything the pipeline needs"
+        )
+    }
+}
+
+fn run_argv(sh: &Shell, argv: &[String]) -> xshell::Result<()> {
+    let (program, args) = argv.split_first().expect("an argv has a program");
+    cmd!(sh, "{program} {args...}").run()
+}
+
+/// Builds one platform and exports it; a failure exits 3 and names the platform.
+pub fn build_platform(
+    sh: &Shell,
+    plan: &BuildPlan,
+    platform: Platform,
+) -> anyhow::Result<ExportedImage> {
+    println!("==> build {platform}");
+    let started = Instant::now();
+    run_argv(sh, &plan.build_argv(platform)).map_err(|err| {
+        exit::build_failed(format!(
+            "build {platform} failed; see podman's output above ({err})"
+        ))
+    })?;
+    let build_time = started.elapsed();
+
+    let started = Instant::now();
+    let dir = plan.export_dir(platform);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("remove the old export {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&plan.out_dir)
+        .with_context(|| format!("create {}", plan.out_dir.display()))?;
+    run_argv(sh, &plan.export_argv(platform)).map_err(|err| {
+        exit::build_failed(format!(
+            "export {platform} to {} failed ({err})",
+            dir.display()
+        ))
+    })?;
+    let manifest = std::fs::read(dir.join("manifest.json")).with_context(|| {
+        format!(
+            "read the exported manifest of {platform} in {}",
+            dir.display()
+        )
+    })?;
+    let compressed_size = exported_size(&manifest).map_err(|err| {
+        exit::build_failed(format!(
+            "export of {platform} in {}: {err:#}",
+            dir.display()
+        ))
+    })?;
+    let exported = ExportedImage {
+        platform,
+        image: plan.local_image(platform),
+        manifest_digest: format!("sha256:{:x}", Sha256::digest(&manifest)),
+        dir,
+        compressed_size,
+        build_time,
+        export_time: started.elapsed(),
+    };
+    println!(
+        "==> {platform}: built in {:.1} s, exported in {:.1} s to {} ({}, {:.1} MB compressed)",
+        exported.build_time.as_secs_f64(),
+        exported.export_time.as_secs_f64(),
+        exported.dir.display(),
+        exported.manifest_digest,
+        exported.compressed_size as f64 / 1e6,
+    );
+    Ok(exported)
+}
+
+/// Config plus layer sizes of a v2s2 manifest (what a pull transfers).
+fn exported_size(manifest: &[u8]) -> anyhow::Result<u64> {
+    let manifest: serde_json::Value =
+        serde_json::from_slice(manifest).context("manifest.json is not JSON")?;
+    anyhow::ensure!(
+        manifest["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json",
+        "manifest.json is not a Docker v2s2 manifest (mediaType {})",
+        manifest["mediaType"]
+    );
+    let layers = manifest["layers"]
+        .as_array()
+        .context("manifest.json has no layers")?;
+    Ok(std::iter::once(&manifest["config"])
+        .chain(layers)
+        .map(|blob| blob["size"].as_u64().unwrap_or(0))
+        .sum())
+}
+
+impl flags::Build {
+    pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
+        let config = ImageConfig::load(sh)?;
+        let mut platforms = Vec::new();
+        for list in &self.platform {
+            for platform in Platform::parse_list(list)? {
+                if !platforms.contains(&platform) {
+                    platforms.push(platform);
+                }
+            }
+        }
+        let request = BuildRequest {
+            platforms,
+            build_args: self.build_arg,
+            tag: self.tag,
+            cache_repo: self.cache_repo,
+            version: None,
+        };
+        let plan = BuildPlan::new(&config, &request, &Facts::gather(sh)?)?;
+        if self.dry_run {
+            for &platform in &plan.platforms {
+                println!("{}", shell_line(&plan.build_argv(platform)));
+                println!("{}", shell_line(&plan.export_argv(platform)));
+            }
+            return Ok(());
+        }
+        require_podman()?;
+        let mut built = Vec::new();
+        for &platform in &plan.platforms {
+            built.push(build_platform(sh, &plan, platform)?);
+        }
+        println!("\nplatform      build    export  size     digest");
+        for image in &built {
+            println!(
+                "{:<13} {:>6.1}s {:>6.1}s  {:>5.1}MB  {}",
+                image.platform.to_string(),
+                image.build_time.as_secs_f64(),
+                image.export_time.as_secs_f64(),
+                image.compressed_size as f64 / 1e6,
+                image.manifest_digest
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> ImageConfig {
+        ImageConfig {
+            name: "app".into(),
+            containerfile: "Containerfile".into(),
+            platforms: Platform::ALL.to_vec(),
+            targets: vec!["ghcr.io/o/app".into()],
+            build_args: [("RUNTIME_IMAGE".to_owned(), "scratch".to_owned())].into(),
+            cache_repo: None,
+            version: "1.2.3".into(),
+            license: Some("MIT".into()),
+            repository: Some("https://github.com/o/app".into()),
+            description: None,
+        }
+    }
+
+    fn facts() -> Facts {
+        Facts {
+            root: "/src".into(),
+            target_dir: "/src/target".into(),
+            revision: Some("0123abc".into()),
+            created: 1_700_000_000,
+            build_platform: Platform::LINUX_AMD64,
+        }
+    }
+
+    fn words(line: &str) -> Vec<String> {
+        line.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn build_argv_per_request() {
+        let labels = "--label org.opencontainers.image.created=2023-11-14T22:13:20Z \
+                      --label org.opencontainers.image.licenses=MIT \
+                      --label org.opencontainers.image.revision=0123abc \
+                      --label org.opencontainers.image.source=https://github.com/o/app \
+                      --label org.opencontainers.image.title=app";
+        let cases = [
+            (
+                BuildRequest::default(),
+                Platform::LINUX_ARM64,
+                format!(
+                    "podman build --format docker --platform linux/arm64 --network=host --file /src/Containerfile \
+                     --tag localhost/app:local-arm64 --build-arg BUILDPLATFORM=linux/amd64 \
+                     --build-arg TARGETARCH=arm64 --build-arg RUNTIME_IMAGE=scratch {labels} \
+                     --label org.opencontainers.image.version=1.2.3 /src"
+                ),
+            ),
+            (
+                BuildRequest {
+                    build_args: vec!["RUST_IMAGE=localhost/rb:1".into(), "RUNTIME_IMAGE=localhost/bb:amd64".into()],
+                    tag: Some("localhost/try".into()),
+                    cache_repo: Some("ghcr.io/o/cache".into()),
+                    version: Some("2.0.0".into()),
+                    ..BuildRequest::default()
+                },
+                Platform::LINUX_AMD64,
+                format!(
+                    "podman build --format docker --platform linux/amd64 --network=host --file /src/Containerfile \
+                     --tag localhost/try:amd64 --build-arg BUILDPLATFORM=linux/amd64 \
+                     --build-arg TARGETARCH=amd64 --build-arg RUNTIME_IMAGE=localhost/bb:amd64 \
+                     --build-arg RUST_IMAGE=localhost/rb:1 {labels} \
+                     --label org.opencontainers.image.version=2.0.0 \
+                     --cache-from ghcr.io/o/cache --cache-to ghcr.io/o/cache /src"
+                ),
+            ),
+        ];
+        for (request, platform, want) in cases {
+            let plan = BuildPlan::new(&config(), &request, &facts()).unwrap();
+            assert_eq!(plan.build_argv(platform), words(&want), "{request:?}");
+        }
+    }
+
+    #[test]
+    fn export_argv_and_dirs() {
+        let plan = BuildPlan::new(&config(), &BuildRequest::default(), &facts()).unwrap();
+        assert_eq!(
+            plan.export_argv(Platform::LINUX_AMD64),
+            words(
+                "podman push --quiet --format v2s2 --compress localhost/app:local-amd64 \
+                 dir:/src/target/image/linux-amd64"
+            )
+        );
+        assert_eq!(
+            plan.export_dir(Platform::LINUX_ARM64),
+            PathBuf::from("/src/target/image/linux-arm64")
+        );
+        assert_eq!(plan.platforms, Platform::ALL.to_vec());
+    }
+
+    #[test]
+    fn local_image_names() {
+        let cases = [
+            (None, "localhost/app:local-arm64"),
+            (Some("localhost/x/app:dev"), "localhost/x/app:dev-arm64"),
+            (Some("localhost:5000/app"), "localhost:5000/app:arm64"),
+            (Some("app"), "app:arm64"),
+        ];
+        for (tag, want) in cases {
+            let request = BuildRequest {
+                tag: tag.map(str::to_owned),
+                ..BuildRequest::default()
+            };
+            let plan = BuildPlan::new(&config(), &request, &facts()).unwrap();
+            assert_eq!(plan.local_image(Platform::LINUX_ARM64), want);
+        }
+    }
+
+    #[test]
+    fn invalid_requests_exit_2() {
+        let cases = [
+            (vec!["NOEQUALS"], None, "KEY=VALUE"),
+            (vec!["=x"], None, "KEY=VALUE"),
+            (vec!["TARGETARCH=arm64"], None, "TARGETARCH"),
+            (vec!["BUILDPLATFORM=linux/arm64"], None, "BUILDPLATFORM"),
+            (vec![], Some(" "), "--tag"),
+        ];
+        for (args, tag, mention) in cases {
+            let request = BuildRequest {
+                build_args: args.iter().map(|a| a.to_string()).collect(),
+                tag: tag.map(str::to_owned),
+                ..BuildRequest::default()
+            };
+            let err = BuildPlan::new(&config(), &request, &facts()).unwrap_err();
+            assert_eq!(exit::code_of(&err), 2);
+            assert!(err.to_string().contains(mention), "{err}");
+        }
+    }
+
+    #[test]
+    fn labels_skip_unknown_facts() {
+        let mut facts = facts();
+        facts.revision = None;
+        let mut config = config();
+        config.license = None;
+        config.description = Some("d".into());
+        let plan = BuildPlan::new(&config, &BuildRequest::default(), &facts).unwrap();
+        let keys: Vec<_> = plan.labels.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "org.opencontainers.image.created",
+                "org.opencontainers.image.description",
+                "org.opencontainers.image.source",
+                "org.opencontainers.image.title",
+                "org.opencontainers.image.version"
+            ]
+        );
+    }
+
+    #[test]
+    fn rfc3339_dates() {
+        let cases = [
+            (0, "1970-01-01T00:00:00Z"),
+            (951_782_400, "2000-02-29T00:00:00Z"),
+            (1_700_000_000, "2023-11-14T22:13:20Z"),
+            (1_709_251_199, "2024-02-29T23:59:59Z"),
+            (1_735_689_600, "2025-01-01T00:00:00Z"),
+            (4_102_444_800, "2100-01-01T00:00:00Z"),
+        ];
+        for (epoch, want) in cases {
+            assert_eq!(rfc3339(epoch), want, "{epoch}");
+        }
+    }
+
+    #[test]
+    fn shell_lines_paste_back() {
+        let cases = [
+            (
+                vec!["podman", "build", "--network=host", "/src"],
+                "podman build --network=host /src",
+            ),
+            (vec!["a b", "it's", ""], r"'a b' 'it'\''s' ''"),
+            (vec!["--label", "k=v w"], "--label 'k=v w'"),
+        ];
+        for (argv, want) in cases {
+            let argv: Vec<String> = argv.into_iter().map(str::to_owned).collect();
+            assert_eq!(shell_line(&argv), want);
+        }
+    }
+
+    #[test]
+    fn exported_sizes() {
+        let manifest = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json",
+            "config":{"size":10},"layers":[{"size":100},{"size":1000}]}"#;
+        assert_eq!(exported_size(manifest).unwrap(), 1110);
+        let oci = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","layers":[]}"#;
+        assert!(exported_size(oci).unwrap_err().to_string().contains("v2s2"));
+    }
+}
