@@ -3,4 +3,5 @@
 pub mod build;
 pub mod local_registry;
 pub mod manifest;
+pub mod prune;
 pub mod release;
