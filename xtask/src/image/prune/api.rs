@@ -248,7 +248,9 @@ mod tests {
         let cases = [
             (
                 r#"<https://api.github.com/user/packages/container/x/versions?page=2&per_page=100>; rel="next", <https://api.github.com/user/packages/container/x/versions?page=5&per_page=100>; rel="last""#,
-                Some("https://api.github.com/user/packages/container/x/versions?page=2&per_page=100"),
+                Some(
+                    "https://api.github.com/user/packages/container/x/versions?page=2&per_page=100",
+                ),
             ),
             (
                 r#"<https://a/x?page=1>; rel="prev", <https://a/x?page=3>; rel="next""#,
@@ -271,7 +273,10 @@ mod tests {
     #[test]
     fn links_stay_on_the_api_origin() {
         let api = Api::new("https://api.github.com/", Some("s3cret-token".into()));
-        assert_eq!(api.url("/users/x").unwrap(), "https://api.github.com/users/x");
+        assert_eq!(
+            api.url("/users/x").unwrap(),
+            "https://api.github.com/users/x"
+        );
         assert!(api.url("https://api.github.com/x?page=2").is_ok());
         assert!(api.url("https://evil.example/x").is_err());
         assert!(api.url("https://api.github.com.evil.example/x").is_err());
@@ -279,7 +284,10 @@ mod tests {
         assert!(local.url("http://127.0.0.1:4000/api/v3/x?page=2").is_ok());
         assert!(local.url("http://127.0.0.1:4001/x").is_err());
         let shown = format!("{api:?}");
-        assert!(shown.contains("<redacted>") && !shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.contains("<redacted>") && !shown.contains("s3cret"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //! `{api}` is DOCKERHUB_API_URL, `https://hub.docker.com` by default. Docker Hub's documented API lists tags
 //! only, so `image prune` cannot discover untagged manifests there; it prunes the ones it is told about.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use anyhow::bail;
 
@@ -199,9 +199,14 @@ mod tests {
         assert!(page.next.unwrap().contains("page=2"));
         let tag = &page.results[0];
         assert_eq!(tag.digest.as_deref(), Some("sha256:idx"));
-        let children: Vec<_> = tag.images.iter().filter_map(|i| i.digest.as_deref()).collect();
+        let children: Vec<_> = tag
+            .images
+            .iter()
+            .filter_map(|i| i.digest.as_deref())
+            .collect();
         assert_eq!(children, ["sha256:a", "sha256:b"]);
-        let last: Page = serde_json::from_str(r#"{"count": 0, "next": null, "results": []}"#).unwrap();
+        let last: Page =
+            serde_json::from_str(r#"{"count": 0, "next": null, "results": []}"#).unwrap();
         assert!(last.next.is_none() && last.results.is_empty());
     }
 }

@@ -87,7 +87,10 @@ pub fn digest_of(bytes: &[u8]) -> String {
 /// A `sha256:` digest of 64 lowercase hex digits.
 pub fn is_digest(value: &str) -> bool {
     value.strip_prefix("sha256:").is_some_and(|hex| {
-        hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
 }
 
@@ -162,7 +165,10 @@ mod tests {
                 ),
                 vec!["sha256:c"],
             ),
-            (fetched("application/vnd.oci.image.manifest.v1+json", image), vec![]),
+            (
+                fetched("application/vnd.oci.image.manifest.v1+json", image),
+                vec![],
+            ),
         ];
         for (manifest, want) in cases {
             assert_eq!(children(&manifest).unwrap(), want, "{manifest:?}");
@@ -177,7 +183,12 @@ mod tests {
             "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
         assert!(is_digest(&digest_of(b"x")));
-        for bad in ["sha256:abc", "latest", "sha512:00", &digest_of(b"x").to_uppercase()] {
+        for bad in [
+            "sha256:abc",
+            "latest",
+            "sha512:00",
+            &digest_of(b"x").to_uppercase(),
+        ] {
             assert!(!is_digest(bad), "{bad}");
         }
     }

@@ -41,7 +41,10 @@ impl std::fmt::Display for Keep {
             Keep::Referenced { index, tag } => write!(f, "listed by {index} (tagged `{tag}`)"),
             Keep::New => f.write_str("part of the new index"),
             Keep::Unknown { unreadable } => {
-                write!(f, "{unreadable} could not be read, so its references are unknown")
+                write!(
+                    f,
+                    "{unreadable} could not be read, so its references are unknown"
+                )
             }
         }
     }
@@ -130,7 +133,9 @@ impl Snapshot {
             for digest in self.closure(root) {
                 for child in self.children.get(&digest).into_iter().flatten() {
                     if child != &digest {
-                        parent.entry(child.clone()).or_insert_with(|| digest.clone());
+                        parent
+                            .entry(child.clone())
+                            .or_insert_with(|| digest.clone());
                     }
                 }
             }
@@ -411,10 +416,9 @@ mod tests {
         snap.unreadable.insert("mystery".into());
         let plan = superseded(&snap, "old", "new");
         assert!(plan.delete.is_empty(), "{plan:?}");
-        assert!(plan
-            .keep
-            .iter()
-            .all(|(_, why)| matches!(why, Keep::Unknown { unreadable } if unreadable == "mystery")));
+        assert!(plan.keep.iter().all(
+            |(_, why)| matches!(why, Keep::Unknown { unreadable } if unreadable == "mystery")
+        ));
         assert_eq!(plan.keep.len(), 3);
         // An unreadable manifest nobody tags does not block anything.
         let mut snap = snapshot(&[("latest", "new")], &[("old", &["a"])]);
