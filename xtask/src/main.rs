@@ -1,8 +1,10 @@
 //! `cargo xtask`: the image pipeline, the test bench and the benchmarks, written in Rust next to the app.
 
+mod ci_lint;
 mod config;
 mod exit;
 mod flags;
+mod github;
 mod image;
 mod registry;
 
@@ -37,6 +39,7 @@ fn run() -> anyhow::Result<()> {
         flags::XtaskCmd::Image(image) => match image.subcommand {
             flags::ImageCmd::Build(cmd) => cmd.run(&sh),
             flags::ImageCmd::Manifest(cmd) => cmd.run(&sh),
+            flags::ImageCmd::Meta(cmd) => cmd.run(&sh),
             _ => anyhow::bail!("this image stage is not available yet"),
         },
         flags::XtaskCmd::Bench(_) => anyhow::bail!("`cargo xtask bench` is not available yet"),

@@ -3,5 +3,6 @@
 pub mod build;
 pub mod local_registry;
 pub mod manifest;
+pub mod meta;
 pub mod prune;
 pub mod release;
