@@ -26,7 +26,7 @@ struct Server {
 impl Server {
     fn start() -> Server {
         let port = free_port();
-        let child = Command::new(BIN)
+        let mut child = Command::new(BIN)
             .env("MCP_PORT", port.to_string())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -35,6 +35,9 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "server did not listen on {port}");
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("server exited with {status} before listening on {port}");
+            }
             thread::sleep(Duration::from_millis(20));
         }
         Server { child, port }
