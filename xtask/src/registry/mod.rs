@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod auth;
+pub mod client;
 pub mod credentials;
 pub mod error;
 pub mod reference;
