@@ -5,4 +5,5 @@ pub mod local_registry;
 pub mod manifest;
 pub mod meta;
 pub mod prune;
+pub mod push;
 pub mod release;

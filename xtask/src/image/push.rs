@@ -172,34 +172,57 @@ struct Descriptor {
     size: u64,
 }
 
+/// An image manifest's media type and its blobs as (digest, size).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParsedManifest {
+    pub media_type: String,
+    pub config: (String, u64),
+    pub layers: Vec<(String, u64)>,
+}
+
 /// What a manifest says, before any file is looked at: its media type, config and layers (digest, size).
 /// `podman push --format v2s2` writes `mediaType`; an OCI manifest may leave it out, the config's type tells.
-pub fn parse_manifest(bytes: &[u8]) -> Result<(String, (String, u64), Vec<(String, u64)>), String> {
-    let manifest: ManifestJson =
-        serde_json::from_slice(bytes).map_err(|err| format!("manifest.json is not an image manifest ({err})"))?;
+pub fn parse_manifest(bytes: &[u8]) -> Result<ParsedManifest, String> {
+    let manifest: ManifestJson = serde_json::from_slice(bytes)
+        .map_err(|err| format!("manifest.json is not an image manifest ({err})"))?;
     if manifest.schema_version != 2 {
-        return Err(format!("manifest.json has schemaVersion {}, not 2", manifest.schema_version));
+        return Err(format!(
+            "manifest.json has schemaVersion {}, not 2",
+            manifest.schema_version
+        ));
     }
     let media_type = match manifest.media_type {
         Some(media_type) => media_type,
-        None if manifest.config.media_type.as_deref() == Some(OCI_CONFIG) => OCI_MANIFEST.to_owned(),
+        None if manifest.config.media_type.as_deref() == Some(OCI_CONFIG) => {
+            OCI_MANIFEST.to_owned()
+        }
         None => return Err("manifest.json has no mediaType".into()),
     };
     for d in std::iter::once(&manifest.config).chain(&manifest.layers) {
         if !is_sha256(&d.digest) {
-            return Err(format!("manifest.json names blob {:?}, not a sha256 digest", d.digest));
+            return Err(format!(
+                "manifest.json names blob {:?}, not a sha256 digest",
+                d.digest
+            ));
         }
     }
-    Ok((
+    Ok(ParsedManifest {
         media_type,
-        (manifest.config.digest, manifest.config.size),
-        manifest.layers.into_iter().map(|d| (d.digest, d.size)).collect(),
-    ))
+        config: (manifest.config.digest, manifest.config.size),
+        layers: manifest
+            .layers
+            .into_iter()
+            .map(|d| (d.digest, d.size))
+            .collect(),
+    })
 }
 
 fn is_sha256(digest: &str) -> bool {
     digest.strip_prefix("sha256:").is_some_and(|hex| {
-        hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
 }
 
@@ -207,7 +230,8 @@ fn is_sha256(digest: &str) -> bool {
 /// platform. Failures are build-side (exit 3) and say which build to rerun.
 pub fn read_export(dir: &Path, platform: Platform) -> anyhow::Result<Export> {
     let rebuild = format!("run `cargo xtask image build --platform {platform}` first");
-    let broken = |why: String| exit::build_failed(format!("export {}: {why}; {rebuild}", dir.display()));
+    let broken =
+        |why: String| exit::build_failed(format!("export {}: {why}; {rebuild}", dir.display()));
     let manifest_path = dir.join("manifest.json");
     let manifest = match std::fs::read(&manifest_path) {
         Ok(bytes) => bytes,
@@ -219,7 +243,11 @@ pub fn read_export(dir: &Path, platform: Platform) -> anyhow::Result<Export> {
         }
         Err(err) => return Err(err).with_context(|| format!("read {}", manifest_path.display())),
     };
-    let (media_type, (config_digest, config_size), layers) = parse_manifest(&manifest).map_err(broken)?;
+    let ParsedManifest {
+        media_type,
+        config: (config_digest, config_size),
+        layers,
+    } = parse_manifest(&manifest).map_err(broken)?;
     if media_type != DOCKER_MANIFEST {
         return Err(broken(format!(
             "the manifest is {media_type}, but the pipeline publishes Docker schema-2 images (an OCI config \
@@ -244,13 +272,25 @@ pub fn read_export(dir: &Path, platform: Platform) -> anyhow::Result<Export> {
         })
     };
     let config = blob(&config_digest, config_size)?;
-    let config_bytes = std::fs::read(&config.path).with_context(|| format!("read {}", config.path.display()))?;
+    let config_bytes =
+        std::fs::read(&config.path).with_context(|| format!("read {}", config.path.display()))?;
     if client::sha256_digest(&config_bytes) != config.digest {
-        return Err(broken(format!("config {} does not match its digest", config.path.display())));
+        return Err(broken(format!(
+            "config {} does not match its digest",
+            config.path.display()
+        )));
     }
-    let image_platform: PlatformJson = serde_json::from_slice(&config_bytes)
-        .map_err(|_| broken(format!("config {} has no os/architecture", config.path.display())))?;
-    if (image_platform.os.as_str(), image_platform.architecture.as_str()) != (platform.os, platform.arch) {
+    let image_platform: PlatformJson = serde_json::from_slice(&config_bytes).map_err(|_| {
+        broken(format!(
+            "config {} has no os/architecture",
+            config.path.display()
+        ))
+    })?;
+    if (
+        image_platform.os.as_str(),
+        image_platform.architecture.as_str(),
+    ) != (platform.os, platform.arch)
+    {
         return Err(broken(format!(
             "the image in it is {}/{}, not {platform}",
             image_platform.os, image_platform.architecture
@@ -304,21 +344,28 @@ pub fn planned_calls(request: &Request, export: Option<&Export>) -> Vec<String> 
         || format!("<digest of {}>", source.display()),
         |e| e.digest.clone(),
     );
-    let blobs: Vec<String> = match export {
+    let blobs: Vec<(String, String)> = match export {
         Some(export) => export
             .blobs()
-            .map(|b| format!("{} ({} bytes)", b.digest, b.size))
+            .map(|b| (b.digest.clone(), format!("{} bytes; ", b.size)))
             .collect(),
-        None => vec![format!("<each blob of {}>", source.display())],
+        None => vec![(
+            format!("<each blob of {}>", source.display()),
+            String::new(),
+        )],
     };
     let mut calls = Vec::new();
     let mut pushed_on: HashMap<&str, &str> = HashMap::new();
     for target in &request.targets {
         let base = target.base_url(&request.insecure);
         let repo = &target.repository;
-        calls.push(format!("HEAD   {base}/v2/{repo}/manifests/{manifest}  (present: skip this target)"));
-        for blob in &blobs {
-            calls.push(format!("HEAD   {base}/v2/{repo}/blobs/{blob}  (present: skip)"));
+        calls.push(format!(
+            "HEAD   {base}/v2/{repo}/manifests/{manifest}  (present: skip this target)"
+        ));
+        for (blob, size) in &blobs {
+            calls.push(format!(
+                "HEAD   {base}/v2/{repo}/blobs/{blob}  ({size}present: skip)"
+            ));
             if let Some(from) = pushed_on.get(target.api_host.as_str()) {
                 calls.push(format!(
                     "POST   {base}/v2/{repo}/blobs/uploads/?mount=…&from={from}  (201: mounted, done)"
@@ -326,7 +373,7 @@ pub fn planned_calls(request: &Request, export: Option<&Export>) -> Vec<String> 
             } else {
                 calls.push(format!("POST   {base}/v2/{repo}/blobs/uploads/"));
             }
-            calls.push(format!("PUT    <upload Location>?digest=…  (the file, streamed)"));
+            calls.push("PUT    <upload Location>?digest=…  (the file, streamed)".to_owned());
         }
         calls.push(format!(
             "PUT    {base}/v2/{repo}/manifests/{manifest}  ({}, no tag)",
@@ -336,7 +383,10 @@ pub fn planned_calls(request: &Request, export: Option<&Export>) -> Vec<String> 
     }
     calls.push(format!(
         "write  {}",
-        request.digest_dir.join(request.platform.dir_name()).display()
+        request
+            .digest_dir
+            .join(request.platform.dir_name())
+            .display()
     ));
     calls
 }
@@ -363,11 +413,19 @@ pub fn push(sh: &Shell, request: &Request, env: &Env, options: &Options) -> anyh
             if let Some(found) = &found {
                 println!("  {}: credentials from {}", target.registry, found.source);
             }
-            clients.insert(target.api_host.clone(), Registry::new(target, found, options.clone()));
+            clients.insert(
+                target.api_host.clone(),
+                Registry::new(target, found, options.clone()),
+            );
         }
         let registry = &clients[&target.api_host];
-        let report = push_target(registry, target, &export, mount_source.get(&target.api_host).map(String::as_str))
-            .with_context(|| format!("push {platform} to {target}"))?;
+        let report = push_target(
+            registry,
+            target,
+            &export,
+            mount_source.get(&target.api_host).map(String::as_str),
+        )
+        .with_context(|| format!("push {platform} to {target}"))?;
         mount_source
             .entry(target.api_host.clone())
             .or_insert_with(|| target.repository.clone());
@@ -441,7 +499,11 @@ fn push_target(
                     }
                 }
             };
-            println!("  {target}: blob {} ({}) {what}", short(&blob.digest), human(blob.size));
+            println!(
+                "  {target}: blob {} ({}) {what}",
+                short(&blob.digest),
+                human(blob.size)
+            );
         }
         registry.put_manifest(repo, &export.digest, &export.media_type, &export.manifest)?;
     }
@@ -451,7 +513,11 @@ fn push_target(
         "  {target}@{}: {}; {} uploaded in {} blob(s), {} mounted, {} already there, {} skipped, \
          {} requests, {:.2} s",
         export.digest,
-        if report.already_there { "manifest already there" } else { "manifest put" },
+        if report.already_there {
+            "manifest already there"
+        } else {
+            "manifest put"
+        },
         human(report.uploaded_bytes),
         report.uploaded_blobs,
         report.mounted_blobs,
@@ -464,8 +530,13 @@ fn push_target(
 }
 
 /// Writes `DIR/<os>-<arch>` whole or not at all (a half-written file must not reach the manifest stage).
-pub fn write_record(dir: &Path, platform: Platform, record: &DigestRecord) -> anyhow::Result<PathBuf> {
-    std::fs::create_dir_all(dir).with_context(|| format!("create digest directory {}", dir.display()))?;
+pub fn write_record(
+    dir: &Path,
+    platform: Platform,
+    record: &DigestRecord,
+) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("create digest directory {}", dir.display()))?;
     let path = dir.join(platform.dir_name());
     let temporary = dir.join(format!(".{}.tmp", platform.dir_name()));
     let mut json = serde_json::to_string_pretty(record).expect("a digest record serializes");
@@ -513,17 +584,30 @@ mod tests {
             r#"{{"schemaVersion":2,"config":{{"mediaType":"{OCI_CONFIG}","digest":"{}","size":1}},"layers":[]}}"#,
             d('c')
         );
-        let (media, config, layers) = parse_manifest(v2s2.as_bytes()).unwrap();
-        assert_eq!(media, DOCKER_MANIFEST);
-        assert_eq!(config, (d('a'), 409));
-        assert_eq!(layers, vec![(d('b'), 163)]);
-        assert_eq!(parse_manifest(oci.as_bytes()).unwrap().0, OCI_MANIFEST);
+        assert_eq!(
+            parse_manifest(v2s2.as_bytes()).unwrap(),
+            ParsedManifest {
+                media_type: DOCKER_MANIFEST.into(),
+                config: (d('a'), 409),
+                layers: vec![(d('b'), 163)],
+            }
+        );
+        assert_eq!(
+            parse_manifest(oci.as_bytes()).unwrap().media_type,
+            OCI_MANIFEST
+        );
 
         let bad = [
             ("{", "not an image manifest"),
-            (r#"{"schemaVersion":1,"config":{"digest":"x","size":1},"layers":[]}"#, "schemaVersion 1"),
             (
-                &format!(r#"{{"schemaVersion":2,"config":{{"digest":"{}","size":1}},"layers":[]}}"#, d('a')),
+                r#"{"schemaVersion":1,"config":{"digest":"x","size":1},"layers":[]}"#,
+                "schemaVersion 1",
+            ),
+            (
+                &format!(
+                    r#"{{"schemaVersion":2,"config":{{"digest":"{}","size":1}},"layers":[]}}"#,
+                    d('a')
+                ),
                 "no mediaType",
             ),
             (
@@ -595,7 +679,11 @@ mod tests {
             std::fs::remove_file(no_blob.join(&layer[7..])).unwrap();
             vec![
                 (missing, Platform::LINUX_ARM64, "manifest.json is missing"),
-                (wrong_arch, Platform::LINUX_ARM64, "is linux/amd64, not linux/arm64"),
+                (
+                    wrong_arch,
+                    Platform::LINUX_ARM64,
+                    "is linux/amd64, not linux/arm64",
+                ),
                 (oci, Platform::LINUX_ARM64, "--format v2s2"),
                 (short_blob, Platform::LINUX_ARM64, "has 1 bytes"),
                 (no_blob, Platform::LINUX_ARM64, "is missing"),
@@ -606,7 +694,10 @@ mod tests {
             assert_eq!(exit::code_of(&err), 3, "{}", dir.display());
             let msg = err.to_string();
             assert!(msg.contains(mention), "{}: {msg}", dir.display());
-            assert!(msg.contains("cargo xtask image build --platform linux/arm64"), "{msg}");
+            assert!(
+                msg.contains("cargo xtask image build --platform linux/arm64"),
+                "{msg}"
+            );
         }
         std::fs::remove_dir_all(&root).unwrap();
     }
@@ -665,7 +756,8 @@ mod tests {
             format!("PUT    http://127.0.0.1:5000/v2/team/app/manifests/{manifest}"),
             format!("HEAD   http://127.0.0.1:5000/v2/team/mirror/manifests/{manifest}"),
             format!("HEAD   http://127.0.0.1:5000/v2/team/mirror/blobs/{blob}"),
-            "POST   http://127.0.0.1:5000/v2/team/mirror/blobs/uploads/?mount=…&from=team/app".into(),
+            "POST   http://127.0.0.1:5000/v2/team/mirror/blobs/uploads/?mount=…&from=team/app"
+                .into(),
             "PUT    <upload Location>?digest=…".into(),
             format!("PUT    http://127.0.0.1:5000/v2/team/mirror/manifests/{manifest}"),
             format!("HEAD   https://ghcr.io/v2/o/app/manifests/{manifest}"),
@@ -681,7 +773,14 @@ mod tests {
 
     #[test]
     fn sizes_read_well() {
-        let cases = [(0, "0 B"), (1023, "1023 B"), (1024, "1.0 KiB"), (1536, "1.5 KiB"), (5 << 20, "5.0 MiB"), (3 << 30, "3.0 GiB")];
+        let cases = [
+            (0, "0 B"),
+            (1023, "1023 B"),
+            (1024, "1.0 KiB"),
+            (1536, "1.5 KiB"),
+            (5 << 20, "5.0 MiB"),
+            (3 << 30, "3.0 GiB"),
+        ];
         for (bytes, want) in cases {
             assert_eq!(human(bytes), want);
         }

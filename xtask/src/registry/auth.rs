@@ -377,7 +377,8 @@ mod tests {
     #[test]
     fn token_responses() {
         let s = Duration::from_secs;
-        let cases: [(&str, Result<(&str, Duration), &str>); 7] = [
+        type Want = Result<(&'static str, Duration), &'static str>;
+        let cases: [(&str, Want); 7] = [
             (r#"{"token":"t","expires_in":300}"#, Ok(("t", s(300)))),
             (r#"{"access_token":"a"}"#, Ok(("a", s(60)))),
             (

@@ -6,6 +6,10 @@
 //! authenticate once and resend; a second 401 is final (a wrong password fails at once, it is never retried).
 //! ureq runs with `http_status_as_error(false)` so challenges and the registry's error bodies are ours to read.
 
+// A RegistryError is built once per failed request, next to an HTTP round trip: its size does not matter, and
+// boxing it would only add noise to every operation.
+#![allow(clippy::result_large_err)]
+
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;
@@ -111,7 +115,7 @@ pub struct Manifest {
 
 /// The result of DELETE of a manifest.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Deleted {
+pub enum DeleteOutcome {
     Deleted,
     /// It was not there (already gone).
     NotFound,
@@ -533,7 +537,7 @@ impl Registry {
     }
 
     /// DELETE a manifest by digest.
-    pub fn delete_manifest(&self, repository: &str, digest: &str) -> anyhow::Result<Deleted> {
+    pub fn delete_manifest(&self, repository: &str, digest: &str) -> anyhow::Result<DeleteOutcome> {
         self.with_retries(|_| {
             let call = self.call(
                 "DELETE",
@@ -544,13 +548,13 @@ impl Registry {
             );
             let response = self.send_once(&call)?;
             match response.status().as_u16() {
-                200 | 202 | 204 => Ok(Deleted::Deleted),
-                404 => Ok(Deleted::NotFound),
-                405 => Ok(Deleted::Unsupported),
+                200 | 202 | 204 => Ok(DeleteOutcome::Deleted),
+                404 => Ok(DeleteOutcome::NotFound),
+                405 => Ok(DeleteOutcome::Unsupported),
                 _ => {
                     let err = self.status_error(&call, response);
                     if err.code.as_deref() == Some("UNSUPPORTED") {
-                        Ok(Deleted::Unsupported)
+                        Ok(DeleteOutcome::Unsupported)
                     } else {
                         Err(err)
                     }
