@@ -22,6 +22,10 @@ pub mod dockerhub;
 pub mod ghcr;
 pub mod oci;
 pub mod plan;
+#[cfg(test)]
+mod registry_tests;
+#[cfg(test)]
+mod testing;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
