@@ -4,31 +4,19 @@
 //! taken from a real `cargo xtask image meta` run, so the workflow and the CLI cannot drift apart.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use serde_norway::{Mapping, Value};
+use support::{root, words, workflow, workflow_text};
+
+mod support;
 
 // The grammar itself, compiled into this test: parsing is all it is used for, so the checks need no special mode
 // in the binary.
 #[allow(dead_code)]
 #[path = "../src/flags.rs"]
 mod flags;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn workflow_text() -> String {
-    std::fs::read_to_string(root().join(".github/workflows/build-images.yml")).unwrap()
-}
-
-fn workflow() -> Value {
-    serde_norway::from_str(&workflow_text()).unwrap()
-}
 
 fn get<'a>(value: &'a Value, path: &str) -> &'a Value {
     path.split('.').fold(value, |v, key| {
@@ -275,37 +263,6 @@ fn secrets_only_reach_steps_as_env() {
     let text = workflow_text();
     assert!(!text.contains("toJSON(secrets"), "no bulk secrets");
     assert!(!text.contains("secrets: inherit"));
-}
-
-/// Splits a one-line command into words the way bash would for the simple forms used here: words, "$VAR" and 'x'.
-/// Anything that needs a real shell (pipes, lists, substitutions, redirections) is refused: logic belongs in the xtask.
-fn words(run: &str, env: &BTreeMap<String, String>) -> Vec<String> {
-    let line = run.trim();
-    assert!(
-        !line.contains(['\n', '|', ';', '&', '<', '>', '`', '(', ')', '*', '?', '\\']),
-        "not a single plain command: {run}"
-    );
-    let var = |name: &str| -> String {
-        env.get(name)
-            .cloned()
-            .unwrap_or_else(|| panic!("${name} is not set in the step's env: {run}"))
-    };
-    let mut out = Vec::new();
-    for word in line.split_whitespace() {
-        let word = if let Some(name) = word.strip_prefix("\"$").and_then(|w| w.strip_suffix('"')) {
-            var(name)
-        } else if let Some(inner) = word.strip_prefix('\'').and_then(|w| w.strip_suffix('\'')) {
-            inner.to_owned()
-        } else {
-            assert!(
-                !word.contains(['$', '"', '\'']),
-                "quote variables as \"$NAME\": {run}"
-            );
-            word.to_owned()
-        };
-        out.push(word);
-    }
-    out
 }
 
 /// The step outputs of a real `image meta` run for a push to main with pushing on (credentials faked by name).

@@ -1,0 +1,400 @@
+//! Runs .github/workflows/build-images.yml here, job by job, from the file itself (see support/simulate.rs), against
+//! two real distribution registries on loopback ports standing in for GHCR and Docker Hub.
+//!
+//! Cases: a push of v1.0 (refused in prepare with exit 2, nothing built), a manual run with skip_push (builds,
+//! writes no registry), a push to main, a push of v1.2.3 and a manual run with a tag name (published everywhere
+//! with the same digests). The cases that build need the local base images that `cargo xtask ci --setup-only`
+//! makes: their build arguments come from XTASK_TEST_BUILD_ARGS (like
+//! `RUST_IMAGE=localhost/xtask/rust-builder:trixie RUNTIME_IMAGE=scratch`).
+
+mod support;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use support::simulate::{self, Event, Local, Outcome, Status};
+
+/// The simulated jobs share this checkout's target/ (digests, exports): one simulation at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+const SHA: &str = "5f1e2d3c4b5a69788796a5b4c3d2e1f0a9b8c7d6";
+
+/// A distribution registry (`docker-registry serve`) on a free loopback port, deletion on, storage in a temp dir.
+struct Registry {
+    address: String,
+    dir: PathBuf,
+    child: Child,
+}
+
+impl Registry {
+    fn start(name: &str) -> Registry {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let address = format!("127.0.0.1:{port}");
+        let dir =
+            std::env::temp_dir().join(format!("xtask-sim-{name}-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(dir.join("storage")).unwrap();
+        let config = dir.join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    \
+                 rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {address}\n",
+                dir.join("storage").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry is installed (apt-get install docker-registry)");
+        let registry = Registry {
+            address,
+            dir,
+            child,
+        };
+        let started = Instant::now();
+        while get(&format!("http://{}/v2/", registry.address)).0 != 200 {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "registry {name} did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        registry
+    }
+
+    fn repositories(&self) -> Vec<String> {
+        let (status, body, _) = get(&format!("http://{}/v2/_catalog", self.address));
+        assert_eq!(status, 200, "{body}");
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        json["repositories"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    fn tags(&self, repository: &str) -> Vec<String> {
+        let (status, body, _) = get(&format!(
+            "http://{}/v2/{repository}/tags/list",
+            self.address
+        ));
+        if status == 404 {
+            return Vec::new();
+        }
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let mut tags: Vec<String> = json["tags"]
+            .as_array()
+            .map(|t| t.iter().map(|t| t.as_str().unwrap().to_owned()).collect())
+            .unwrap_or_default();
+        tags.sort();
+        tags
+    }
+
+    /// The digest and body of `repository:reference`.
+    fn manifest(&self, repository: &str, reference: &str) -> (String, serde_json::Value) {
+        let (status, body, digest) = get(&format!(
+            "http://{}/v2/{repository}/manifests/{reference}",
+            self.address
+        ));
+        assert_eq!(status, 200, "{repository}:{reference}: {body}");
+        (digest.unwrap(), serde_json::from_str(&body).unwrap())
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// GET with the manifest media types accepted: (status, body, Docker-Content-Digest).
+fn get(url: &str) -> (u16, String, Option<String>) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let accept = "application/vnd.docker.distribution.manifest.list.v2+json, \
+                  application/vnd.docker.distribution.manifest.v2+json, \
+                  application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json";
+    match agent.get(url).header("Accept", accept).call() {
+        Ok(mut response) => {
+            let digest = response
+                .headers()
+                .get("docker-content-digest")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let status = response.status().as_u16();
+            (
+                status,
+                response.body_mut().read_to_string().unwrap_or_default(),
+                digest,
+            )
+        }
+        Err(_) => (0, String::new(), None),
+    }
+}
+
+struct Bench {
+    ghcr: Registry,
+    hub: Registry,
+    work: PathBuf,
+}
+
+const GHCR_REPO: &str = "taipei-commuter/mcp-taipei-metro-month-price";
+const HUB_REPO: &str = "taipeicommuter/mcp-taipei-metro-month-price";
+
+impl Bench {
+    fn new(case: &str) -> Bench {
+        let work = std::env::temp_dir().join(format!("xtask-sim-{case}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(&work).unwrap();
+        Bench {
+            ghcr: Registry::start("ghcr"),
+            hub: Registry::start("hub"),
+            work,
+        }
+    }
+
+    fn local(&self, build_args: Vec<String>) -> Local {
+        Local {
+            targets: vec![
+                format!("{}/{GHCR_REPO}", self.ghcr.address),
+                format!("{}/{HUB_REPO}", self.hub.address),
+            ],
+            build_args,
+            secrets: [
+                ("GITHUB_TOKEN", "ghs_simulated"),
+                ("DOCKERHUB_USERNAME", "taipeicommuter"),
+                ("DOCKERHUB_TOKEN", "dckr_pat_simulated"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        }
+    }
+
+    fn run(&self, event: &Event, build_args: Vec<String>) -> Outcome {
+        let outcome = simulate::run(
+            &support::workflow_path(),
+            Path::new(env!("CARGO_BIN_EXE_xtask")),
+            event,
+            &self.local(build_args),
+            &self.work,
+        );
+        for step in &outcome.steps {
+            eprintln!(
+                "[{}{}] {} -> {} in {:.1} s\n{}{}",
+                step.job,
+                step.entry
+                    .as_deref()
+                    .map(|e| format!(" {e}"))
+                    .unwrap_or_default(),
+                step.command.join(" "),
+                step.code,
+                step.took.as_secs_f64(),
+                step.stdout,
+                step.stderr
+            );
+        }
+        outcome
+    }
+
+    fn registries_untouched(&self) {
+        assert_eq!(self.ghcr.repositories(), Vec::<String>::new());
+        assert_eq!(self.hub.repositories(), Vec::<String>::new());
+    }
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.work);
+    }
+}
+
+/// Build arguments for the local base images, from XTASK_TEST_BUILD_ARGS.
+fn build_args() -> Vec<String> {
+    let args = std::env::var("XTASK_TEST_BUILD_ARGS").expect(
+        "XTASK_TEST_BUILD_ARGS names the local base images (run `cargo xtask ci --setup-only`, then set it as it says)",
+    );
+    args.split_whitespace().map(str::to_owned).collect()
+}
+
+#[test]
+fn push_of_v1_0_fails_in_prepare_and_builds_nothing() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let bench = Bench::new("v1-0");
+    let outcome = bench.run(&Event::push("refs/tags/v1.0", SHA), Vec::new());
+    assert_eq!(outcome.job("prepare"), Status::Failed);
+    assert_eq!(outcome.job("build"), Status::Skipped);
+    assert_eq!(outcome.job("manifest"), Status::Skipped);
+    assert_eq!(outcome.commands(), ["image meta"]);
+    let meta = &outcome.steps[0];
+    assert_eq!(meta.code, 2);
+    assert!(
+        meta.stderr.contains(
+            "::error title=image meta::Tag 'v1.0' does not follow semantic versioning (expected: v1.2.3)"
+        ),
+        "{}",
+        meta.stderr
+    );
+    bench.registries_untouched();
+}
+
+#[test]
+fn dispatch_with_a_version_like_tag_name_fails_in_prepare() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let bench = Bench::new("dispatch-version");
+    let event = Event::dispatch(
+        "refs/heads/main",
+        SHA,
+        &[
+            ("tag_name", "v2.0.0"),
+            ("platforms", ""),
+            ("skip_push", "false"),
+        ],
+    );
+    let outcome = bench.run(&event, Vec::new());
+    assert_eq!(outcome.job("prepare"), Status::Failed);
+    assert_eq!(outcome.job("build"), Status::Skipped);
+    assert_eq!(outcome.steps[0].code, 2);
+    assert!(outcome.steps[0].stderr.contains("looks like a version"));
+    bench.registries_untouched();
+}
+
+#[test]
+#[ignore = "builds both platforms: needs the local base images (XTASK_TEST_BUILD_ARGS); run by `cargo xtask ci`"]
+fn dispatch_with_skip_push_builds_and_writes_no_registry() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let bench = Bench::new("skip-push");
+    let event = Event::dispatch(
+        "refs/heads/main",
+        SHA,
+        &[("tag_name", ""), ("platforms", ""), ("skip_push", "true")],
+    );
+    let outcome = bench.run(&event, build_args());
+    assert_eq!(outcome.job("prepare"), Status::Success);
+    assert_eq!(outcome.outputs["prepare"]["skip_push"], "true");
+    assert_eq!(outcome.outputs["prepare"]["tag"], "manual-5f1e2d3");
+    assert_eq!(outcome.job("build"), Status::Success);
+    assert_eq!(outcome.job("manifest"), Status::Skipped);
+    assert_eq!(
+        outcome.commands(),
+        [
+            "image meta",
+            "image build --platform linux/amd64",
+            "image build --platform linux/arm64",
+        ]
+    );
+    for platform in ["linux-amd64", "linux-arm64"] {
+        let export = support::root().join("target/image").join(platform);
+        assert!(
+            export.join("manifest.json").is_file(),
+            "{}",
+            export.display()
+        );
+    }
+    bench.registries_untouched();
+}
+
+/// Publishes through the whole workflow and checks the result in both registries: the tag, the same list digest
+/// in both, both platforms in the list, and which tags exist.
+fn publish(case: &str, event: Event, tag: &str, want_tags: &[&str]) -> (Bench, String) {
+    let bench = Bench::new(case);
+    let outcome = bench.run(&event, build_args());
+    for job in ["prepare", "build", "manifest"] {
+        assert_eq!(outcome.job(job), Status::Success, "{job}");
+    }
+    assert_eq!(outcome.outputs["prepare"]["tag"], tag);
+    let commands = outcome.commands();
+    assert_eq!(commands[0], "image meta");
+    assert_eq!(
+        commands.last().unwrap(),
+        &format!(
+            "image manifest --digest-dir target/digests --tag {tag} --platforms linux/amd64,linux/arm64"
+        )
+    );
+    let (ghcr_digest, list) = bench.ghcr.manifest(GHCR_REPO, tag);
+    let (hub_digest, _) = bench.hub.manifest(HUB_REPO, tag);
+    assert_eq!(ghcr_digest, hub_digest, "the same list in both registries");
+    let mut platforms: Vec<String> = list["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            format!(
+                "{}/{}",
+                m["platform"]["os"].as_str().unwrap(),
+                m["platform"]["architecture"].as_str().unwrap()
+            )
+        })
+        .collect();
+    platforms.sort();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
+    let want: Vec<String> = want_tags.iter().map(|t| t.to_string()).collect();
+    assert_eq!(bench.ghcr.tags(GHCR_REPO), want);
+    assert_eq!(bench.hub.tags(HUB_REPO), want);
+    assert!(
+        outcome.summary.contains(tag),
+        "the job summary names the tag"
+    );
+    (bench, ghcr_digest)
+}
+
+#[test]
+#[ignore = "builds and publishes both platforms: needs the local base images (XTASK_TEST_BUILD_ARGS); run by `cargo xtask ci`"]
+fn push_to_main_publishes_latest() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    publish(
+        "main",
+        Event::push("refs/heads/main", SHA),
+        "latest",
+        &["latest"],
+    );
+}
+
+#[test]
+#[ignore = "builds and publishes both platforms: needs the local base images (XTASK_TEST_BUILD_ARGS); run by `cargo xtask ci`"]
+fn push_of_v1_2_3_publishes_the_version_and_not_latest() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    publish(
+        "release",
+        Event::push("refs/tags/v1.2.3", SHA),
+        "1.2.3",
+        &["1.2.3"],
+    );
+}
+
+#[test]
+#[ignore = "builds and publishes both platforms: needs the local base images (XTASK_TEST_BUILD_ARGS); run by `cargo xtask ci`"]
+fn dispatch_with_a_tag_publishes_that_tag() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    publish(
+        "dispatch",
+        Event::dispatch(
+            "refs/heads/main",
+            SHA,
+            &[
+                ("tag_name", "test-login"),
+                ("platforms", ""),
+                ("skip_push", "false"),
+            ],
+        ),
+        "test-login",
+        &["test-login"],
+    );
+}
