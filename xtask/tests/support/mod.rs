@@ -1,8 +1,12 @@
 //! Shared by the workflow tests: reading .github/workflows/build-images.yml, splitting its one-line `run:` commands
 //! into argv, and a small simulator that runs the workflow's jobs locally the way GitHub would.
+//!
+//! `registry`: real distribution registries in each auth mode, a token server, synthetic image exports and running
+//! the xtask binary (its API is documented at the top of support/registry.rs).
 
 #![allow(dead_code)]
 
+pub mod registry;
 pub mod simulate;
 
 use std::collections::BTreeMap;
