@@ -22,6 +22,11 @@ use sha2::{Digest as _, Sha256};
 use xshell::Shell;
 
 use crate::config::{ImageConfig, Platform};
+use crate::github::Github;
+use crate::image::prune;
+use crate::image::push::DigestRecord;
+use crate::registry::client;
+use crate::registry::credentials::{self, Env};
 use crate::registry::Reference;
 use crate::{exit, flags};
 
@@ -45,20 +50,281 @@ impl flags::Manifest {
         };
         let targets = parse_targets(&targets)?;
         let tag = check_tag(&self.tag)?;
-        let children = read_digest_dir(&self.digest_dir, &platforms)?;
+        let children = read_digest_dir(&sh.current_dir().join(&self.digest_dir), &platforms)?;
         let request = Request {
             prune_previous: self.prune_previous || tag == "latest",
             tag,
             targets: targets.iter().map(ToString::to_string).collect(),
             children,
         };
+        let urls = Urls::new(&targets, &self.insecure_registry);
         if self.dry_run {
-            print_plan(&request, Some(&assemble_list(&request.children)));
+            print_plan(&request, Some(&assemble_list(&request.children)), &urls);
             return Ok(());
         }
-        anyhow::bail!(
-            "publishing needs the registry client, which is not available in this build yet; --dry-run shows the plan"
-        )
+        let env = Env::from_process();
+        let gh = Github::from_env();
+        let mut clients = Clients::connect(sh, &targets, &self.insecure_registry, &env)?;
+        let access = prune::Access::from_process(sh, &targets)?;
+        publish_and_report(&gh, &mut clients, &access, &request, &urls)?;
+        Ok(())
+    }
+}
+
+/// The stage as CI and `image release` run it: publish, then prune what `latest` superseded, then the step
+/// outputs and summary. A prune failure is a warning: the new tag is live by then.
+pub fn publish_and_report(
+    gh: &Github,
+    clients: &mut Clients,
+    access: &prune::Access,
+    request: &Request,
+    urls: &Urls,
+) -> anyhow::Result<Published> {
+    let published = {
+        let _group = gh.group(&format!(
+            "image manifest: publish {} to {} target(s)",
+            request.tag,
+            request.targets.len()
+        ));
+        publish(clients, request, &mut |call| {
+            println!("  {}", urls.line(call))
+        })
+    };
+    let published = match published {
+        Ok(published) => published,
+        Err(err) => {
+            if gh.actions {
+                gh.error("image manifest", &format!("{err:#}"));
+            }
+            return Err(err);
+        }
+    };
+    println!(
+        "published {} = {} in {}",
+        published.tag,
+        published.digest,
+        published.targets.join(", ")
+    );
+    let mut prune_summary = String::new();
+    for superseded in &published.superseded {
+        println!(
+            "  {}",
+            urls.line(&Call::Prune {
+                target: superseded.target.clone(),
+                previous: superseded.previous.clone(),
+            })
+        );
+        let report = clients.prune_superseded(access, superseded);
+        for warning in report.warnings() {
+            gh.warning("image manifest: prune", &warning);
+        }
+        for deleted in &report.deleted {
+            println!("  {}: deleted {deleted}", report.target);
+        }
+        prune_summary.push_str(&report.markdown());
+    }
+    let outputs = outputs(&published);
+    let outputs: Vec<(&str, String)> = outputs
+        .iter()
+        .map(|(key, value)| (key.as_str(), value.clone()))
+        .collect();
+    gh.set_outputs(&outputs)?;
+    gh.append_summary(&format!("{}{prune_summary}", summary(&published)))?;
+    Ok(published)
+}
+
+/// Renders calls with their URLs (`GET https://ghcr.io/v2/owner/name/manifests/latest`), like `image push` does.
+pub struct Urls {
+    bases: Vec<(String, String)>,
+}
+
+impl Urls {
+    pub fn new(targets: &[Reference], insecure: &[String]) -> Urls {
+        Urls {
+            bases: targets
+                .iter()
+                .map(|t| {
+                    (
+                        t.to_string(),
+                        format!("{}/v2/{}", t.base_url(insecure), t.repository),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    fn base<'a>(&'a self, target: &'a str) -> &'a str {
+        self.bases
+            .iter()
+            .find(|(name, _)| name == target)
+            .map_or(target, |(_, base)| base.as_str())
+    }
+
+    pub fn line(&self, call: &Call) -> String {
+        match call {
+            Call::GetManifest { target, reference } => {
+                format!("GET    {}/manifests/{reference}", self.base(target))
+            }
+            Call::GetBlob { target, digest } => {
+                format!("GET    {}/blobs/{digest}", self.base(target))
+            }
+            Call::PutManifest {
+                target,
+                reference,
+                media_type,
+                size,
+            } => format!(
+                "PUT    {}/manifests/{reference}  ({media_type}{})",
+                self.base(target),
+                size.map_or(String::new(), |size| format!(", {size} bytes"))
+            ),
+            Call::Prune { target, previous } => format!(
+                "prune  {target}: delete the superseded index {previous} and those of its children no tag uses"
+            ),
+        }
+    }
+}
+
+/// One client of the project's OCI client per target repository, behind [`Registry`] (and the prune stage's
+/// registry trait, so pruning reuses the same authenticated connections).
+pub struct Clients {
+    clients: Vec<(Reference, client::Registry)>,
+}
+
+impl Clients {
+    /// Looks up each target's credentials (env, auth files, helpers) and makes its client.
+    pub fn connect(
+        sh: &Shell,
+        targets: &[Reference],
+        insecure: &[String],
+        env: &Env,
+    ) -> anyhow::Result<Clients> {
+        let mut options = client::Options::from_env(insecure.to_vec());
+        options.purpose = "publish to";
+        let mut clients = Vec::new();
+        for target in targets {
+            let found = credentials::lookup(sh, &target.registry, &target.repository, env)?;
+            clients.push((
+                target.clone(),
+                client::Registry::new(target, found, options.clone()),
+            ));
+        }
+        Ok(Clients { clients })
+    }
+
+    fn get(&self, target: &str) -> anyhow::Result<(&Reference, &client::Registry)> {
+        self.clients
+            .iter()
+            .find(|(reference, _)| reference.to_string() == target)
+            .map(|(reference, client)| (reference, client))
+            .ok_or_else(|| anyhow::anyhow!("no client for {target}; this is a bug"))
+    }
+
+    /// The prune stage's hook: removes the index `latest` pointed to before, now superseded, with the children no
+    /// remaining tag uses. Never fails: problems come back in the report.
+    pub fn prune_superseded(
+        &self,
+        access: &prune::Access,
+        superseded: &Superseded,
+    ) -> prune::PruneReport {
+        match self.get(&superseded.target) {
+            Ok((reference, _)) => prune::remove_superseded(
+                self,
+                reference,
+                access,
+                &superseded.previous,
+                &superseded.current,
+            ),
+            Err(err) => prune::PruneReport {
+                target: superseded.target.clone(),
+                failures: vec![format!("{err:#}")],
+                ..prune::PruneReport::default()
+            },
+        }
+    }
+}
+
+impl Registry for Clients {
+    fn manifest(&mut self, target: &str, reference: &str) -> anyhow::Result<Option<Fetched>> {
+        let (target, client) = self.get(target)?;
+        Ok(client
+            .get_manifest(&target.repository, reference)?
+            .map(|m| Fetched {
+                media_type: m.media_type,
+                bytes: m.bytes,
+                digest: Some(m.digest),
+            }))
+    }
+
+    fn blob(&mut self, target: &str, digest: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        let (target, client) = self.get(target)?;
+        match client.get_blob(&target.repository, digest) {
+            Ok(bytes) => Ok(Some(bytes)),
+            // The client reports a 404 as an error; tell "not there" from "could not read" with a HEAD.
+            Err(err) => match client.blob_exists(&target.repository, digest) {
+                Ok(None) => Ok(None),
+                _ => Err(err),
+            },
+        }
+    }
+
+    fn put_manifest(
+        &mut self,
+        target: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> anyhow::Result<String> {
+        let (target, client) = self.get(target)?;
+        client.put_manifest(&target.repository, reference, media_type, bytes)
+    }
+}
+
+impl prune::Registry for Clients {
+    fn tags(&self, target: &Reference) -> anyhow::Result<Vec<String>> {
+        let (target, client) = self.get(&target.to_string())?;
+        client.list_tags(&target.repository)
+    }
+
+    fn resolve(&self, target: &Reference, tag: &str) -> anyhow::Result<Option<String>> {
+        let (target, client) = self.get(&target.to_string())?;
+        Ok(client
+            .head_manifest(&target.repository, tag)?
+            .map(|info| info.digest))
+    }
+
+    fn fetch(&self, target: &Reference, reference: &str) -> anyhow::Result<Option<prune::Fetched>> {
+        let (target, client) = self.get(&target.to_string())?;
+        Ok(client
+            .get_manifest(&target.repository, reference)?
+            .map(|m| prune::Fetched {
+                digest: m.digest,
+                media_type: m.media_type,
+                bytes: m.bytes,
+            }))
+    }
+
+    fn store(&self, target: &Reference, manifest: &prune::Fetched) -> anyhow::Result<()> {
+        let (target, client) = self.get(&target.to_string())?;
+        client.put_manifest(
+            &target.repository,
+            &manifest.digest,
+            &manifest.media_type,
+            &manifest.bytes,
+        )?;
+        Ok(())
+    }
+
+    fn delete(&self, target: &Reference, digest: &str) -> anyhow::Result<prune::Removal> {
+        let (target, client) = self.get(&target.to_string())?;
+        Ok(match client.delete_manifest(&target.repository, digest)? {
+            client::DeleteOutcome::Deleted => prune::Removal::Deleted,
+            client::DeleteOutcome::NotFound => prune::Removal::Gone,
+            client::DeleteOutcome::Unsupported => prune::Removal::Refused {
+                status: 405,
+                message: format!("{target} does not delete manifests (405 UNSUPPORTED)"),
+            },
+        })
     }
 }
 
@@ -93,12 +359,12 @@ pub fn check_tag(tag: &str) -> anyhow::Result<String> {
 }
 
 /// Prints the calls a run would make, in order (`--dry-run`).
-pub fn print_plan(request: &Request, list: Option<&ManifestList>) {
+pub fn print_plan(request: &Request, list: Option<&ManifestList>, urls: &Urls) {
     println!(
         "dry run: image manifest would make these registry calls, in order, and stop at the first failure:"
     );
     for call in planned_calls(request, list) {
-        println!("  {call}");
+        println!("  {}", urls.line(&call));
     }
 }
 
@@ -112,39 +378,11 @@ const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Child {
     pub platform: Platform,
+    /// The CPU variant the config names (`v8`), carried into the list entry.
+    pub variant: Option<String>,
     pub digest: String,
     pub size: u64,
     pub media_type: String,
-}
-
-/// The digest file's JSON, as `image push` writes it.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct DigestFile {
-    digest: String,
-    size: u64,
-    media_type: String,
-    platform: PlatformField,
-}
-
-/// `"linux/arm64"` or `{"os": "linux", "architecture": "arm64"}`: both name a platform unambiguously.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum PlatformField {
-    Text(String),
-    Object { os: String, architecture: String },
-}
-
-impl PlatformField {
-    fn pair(&self) -> (String, String) {
-        match self {
-            PlatformField::Text(text) => {
-                let (os, arch) = text.split_once('/').unwrap_or((text, ""));
-                (os.to_owned(), arch.to_owned())
-            }
-            PlatformField::Object { os, architecture } => (os.clone(), architecture.clone()),
-        }
-    }
 }
 
 /// The file `image push` writes for `platform` under the digest directory (`linux-arm64`).
@@ -185,7 +423,7 @@ pub fn parse_digest_file(platform: Platform, path: &Path, text: &str) -> anyhow:
         "rerun `cargo xtask image push --platform {platform} --digest-dir {}`",
         path.parent().unwrap_or(Path::new(".")).display()
     );
-    let file: DigestFile = serde_json::from_str(text).map_err(|err| {
+    let file: DigestRecord = serde_json::from_str(text).map_err(|err| {
         exit::build_failed(format!(
             "digest file {} for {platform} is not valid ({err}); {rerun}",
             path.display()
@@ -198,7 +436,7 @@ pub fn parse_digest_file(platform: Platform, path: &Path, text: &str) -> anyhow:
             file.digest
         )));
     }
-    let (os, arch) = file.platform.pair();
+    let (os, arch) = (&file.platform.os, &file.platform.architecture);
     if (os.as_str(), arch.as_str()) != (platform.os, platform.arch) {
         return Err(exit::build_failed(format!(
             "digest file {} says it is for {os}/{arch}, but its name says {platform}; {rerun}",
@@ -225,6 +463,7 @@ pub fn parse_digest_file(platform: Platform, path: &Path, text: &str) -> anyhow:
     }
     Ok(Child {
         platform,
+        variant: file.platform.variant,
         digest: file.digest,
         size: file.size,
         media_type: file.media_type,
@@ -294,6 +533,8 @@ struct EntryJson<'a> {
 struct PlatformJson<'a> {
     architecture: &'a str,
     os: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    variant: Option<&'a str>,
 }
 
 /// The manifest list and its digest.
@@ -319,6 +560,7 @@ pub fn assemble_list(children: &[Child]) -> ManifestList {
                 platform: PlatformJson {
                     architecture: child.platform.arch,
                     os: child.platform.os,
+                    variant: child.variant.as_deref(),
                 },
             })
             .collect(),
@@ -856,7 +1098,20 @@ pub fn outputs(published: &Published) -> Vec<(String, String)> {
 }
 
 fn seconds(duration: Duration) -> String {
-    format!("{:.1} s", duration.as_secs_f64())
+    if duration < Duration::from_secs(1) {
+        format!("{} ms", duration.as_millis())
+    } else {
+        format!("{:.1} s", duration.as_secs_f64())
+    }
+}
+
+/// `podman pull …`, with `--tls-verify=false` for a loopback registry (it speaks plain HTTP).
+fn pull_command(target: &str, tag: &str) -> String {
+    let host = target.split('/').next().unwrap_or(target);
+    let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
+    let plain = name == "localhost" || name == "[::1]" || name.starts_with("127.");
+    let flag = if plain { "--tls-verify=false " } else { "" };
+    format!("podman pull {flag}{target}:{tag}")
 }
 
 /// The step summary section (Markdown): tag, registries, platforms with their digests, pull commands, durations.
@@ -886,7 +1141,8 @@ pub fn summary(published: &Published) -> String {
     }
     out.push_str("\nPull:\n\n```sh\n");
     for target in &published.targets {
-        out.push_str(&format!("podman pull {target}:{}\n", published.tag));
+        out.push_str(&pull_command(target, &published.tag));
+        out.push('\n');
     }
     out.push_str("```\n\n");
     let d = &published.durations;
@@ -910,8 +1166,13 @@ mod tests {
 
     fn digest_json(platform: &str, digest: &str, media_type: &str, size: u64) -> String {
         format!(
-            r#"{{"digest":"{digest}","size":{size},"mediaType":"{media_type}","platform":{platform}}}"#
+            r#"{{"digest":"{digest}","size":{size},"mediaType":"{media_type}","platform":{platform},"targets":[]}}"#
         )
+    }
+
+    fn os_arch(platform: &str) -> String {
+        let (os, arch) = platform.split_once('/').unwrap();
+        format!(r#"{{"os":"{os}","architecture":"{arch}"}}"#)
     }
 
     fn d(c: char) -> String {
@@ -925,13 +1186,19 @@ mod tests {
         // (platform field, digest, media type, size, expected error fragment or None)
         let cases: Vec<(&str, String, &str, u64, Option<&str>)> = vec![
             (good_obj, d('a'), DOCKER_MANIFEST, 528, None),
-            (r#""linux/arm64""#, d('b'), DOCKER_MANIFEST, 1, None),
             (
-                r#""linux/amd64""#,
+                r#"{"os":"linux","architecture":"arm64","variant":"v8"}"#,
+                d('b'),
+                DOCKER_MANIFEST,
+                1,
+                None,
+            ),
+            (
+                r#"{"os":"windows","architecture":"arm64"}"#,
                 d('a'),
                 DOCKER_MANIFEST,
                 528,
-                Some("says it is for linux/amd64"),
+                Some("says it is for windows/arm64"),
             ),
             (
                 r#"{"os":"linux","architecture":"amd64"}"#,
@@ -985,6 +1252,7 @@ mod tests {
                         child,
                         Child {
                             platform: ARM,
+                            variant: platform.contains("v8").then(|| "v8".to_owned()),
                             digest,
                             size,
                             media_type: media_type.into()
@@ -1020,7 +1288,7 @@ mod tests {
         let dir = temp_dir("missing");
         std::fs::write(
             dir.join("linux-amd64"),
-            digest_json(r#""linux/amd64""#, &d('1'), DOCKER_MANIFEST, 10),
+            digest_json(&os_arch("linux/amd64"), &d('1'), DOCKER_MANIFEST, 10),
         )
         .unwrap();
         let err = read_digest_dir(&dir, &[AMD, ARM]).unwrap_err();
@@ -1031,7 +1299,7 @@ mod tests {
 
         std::fs::write(
             dir.join("linux-arm64"),
-            digest_json(r#""linux/arm64""#, &d('2'), DOCKER_MANIFEST, 20),
+            digest_json(&os_arch("linux/arm64"), &d('2'), DOCKER_MANIFEST, 20),
         )
         .unwrap();
         // Given arm64 first, read in the fixed order all the same.
@@ -1049,6 +1317,7 @@ mod tests {
     fn child(platform: Platform, digest: String, size: u64) -> Child {
         Child {
             platform,
+            variant: None,
             digest,
             size,
             media_type: DOCKER_MANIFEST.into(),
@@ -1513,6 +1782,41 @@ mod tests {
     }
 
     #[test]
+    fn pull_commands() {
+        for (target, want) in [
+            ("ghcr.io/o/app", "podman pull ghcr.io/o/app:1.2.3"),
+            (
+                "127.0.0.1:5000/t/app",
+                "podman pull --tls-verify=false 127.0.0.1:5000/t/app:1.2.3",
+            ),
+            (
+                "localhost:5000/app",
+                "podman pull --tls-verify=false localhost:5000/app:1.2.3",
+            ),
+            (
+                "registry.local:5000/app",
+                "podman pull registry.local:5000/app:1.2.3",
+            ),
+        ] {
+            assert_eq!(pull_command(target, "1.2.3"), want);
+        }
+    }
+
+    #[test]
+    fn list_carries_the_variant() {
+        let mut arm = child(ARM, d('2'), 529);
+        arm.variant = Some("v8".into());
+        let text = String::from_utf8(assemble_list(&[arm]).bytes).unwrap();
+        assert!(
+            text.contains(
+                r#""os": "linux",
+        "variant": "v8""#
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn summary_section() {
         let text = summary(&published());
         for fragment in [
@@ -1524,7 +1828,7 @@ mod tests {
             &format!("| linux/amd64 | `{}` | 528 B |", d('1')),
             &format!("| linux/arm64 | `{}` | 529 B |", d('2')),
             "podman pull ghcr.io/o/app:latest\npodman pull docker.io/o/app:latest\n",
-            "Durations: verify 1.3 s, push list 0.0 s",
+            "Durations: verify 1.3 s, push list 0 ms, move tag 0 ms, read back 0 ms\n",
         ] {
             assert!(text.contains(fragment), "{fragment}\n---\n{text}");
         }
