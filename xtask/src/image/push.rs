@@ -18,8 +18,8 @@ use crate::config::{ImageConfig, Platform};
 use crate::exit;
 use crate::flags;
 use crate::registry::client::{self, BlobOutcome, Options, Registry};
-use crate::registry::credentials::{self, Env};
-use crate::registry::Reference;
+use crate::registry::credentials::Env;
+use crate::registry::{Reference, Registries};
 
 /// Docker image manifest, schema 2: what the pipeline pushes (only it keeps HEALTHCHECK in the config).
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
@@ -394,6 +394,15 @@ pub fn planned_calls(request: &Request, export: Option<&Export>) -> Vec<String> 
 /// Pushes one platform to every target and writes its digest file; the function `image release` calls.
 /// `env` holds the credential variables (read once by the caller).
 pub fn push(sh: &Shell, request: &Request, env: &Env, options: &Options) -> anyhow::Result<Report> {
+    push_with(
+        &mut Registries::new(sh, env.clone(), options.clone()),
+        request,
+    )
+}
+
+/// [`push`] with the caller's clients, so several platforms (or the manifest stage after them) share logins and
+/// cached tokens.
+pub fn push_with(registries: &mut Registries, request: &Request) -> anyhow::Result<Report> {
     let export = read_export(&request.export_dir, request.platform)?;
     let platform = request.platform;
     println!(
@@ -403,24 +412,13 @@ pub fn push(sh: &Shell, request: &Request, env: &Env, options: &Options) -> anyh
         human(export.total_size()),
         request.targets.len()
     );
-    let mut clients: HashMap<String, Registry> = HashMap::new();
     // Per API host, a repository that holds every blob already: later targets there mount instead of uploading.
     let mut mount_source: HashMap<String, String> = HashMap::new();
     let mut reports = Vec::new();
     for target in &request.targets {
-        if !clients.contains_key(&target.api_host) {
-            let found = credentials::lookup(sh, &target.registry, &target.repository, env)?;
-            if let Some(found) = &found {
-                println!("  {}: credentials from {}", target.registry, found.source);
-            }
-            clients.insert(
-                target.api_host.clone(),
-                Registry::new(target, found, options.clone()),
-            );
-        }
-        let registry = &clients[&target.api_host];
+        let registry = registries.client(target)?;
         let report = push_target(
-            registry,
+            &registry,
             target,
             &export,
             mount_source.get(&target.api_host).map(String::as_str),

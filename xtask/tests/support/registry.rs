@@ -901,3 +901,218 @@ impl Xtask {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Fault injection
+
+/// What a [`FaultProxy`] does to a request that matches a [`Fault`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FaultAction {
+    /// Answer this status (with an optional Retry-After and a distribution error body) without forwarding.
+    Status {
+        status: u16,
+        retry_after: Option<String>,
+        code: Option<String>,
+    },
+    /// Close the connection without forwarding or answering (the registry never saw the request).
+    Drop,
+    /// Forward the request, then close the connection without passing on the answer: the client cannot know
+    /// whether it worked (it did).
+    ForwardThenDrop,
+    /// Wait this long, then forward (to trip the client's read timeout).
+    Delay(Duration),
+}
+
+/// A rule: the next `times` requests with this method whose path contains `path` get `action`.
+#[derive(Clone, Debug)]
+pub struct Fault {
+    pub method: String,
+    pub path: String,
+    pub times: usize,
+    pub action: FaultAction,
+}
+
+impl Fault {
+    pub fn new(method: &str, path: &str, times: usize, action: FaultAction) -> Fault {
+        Fault {
+            method: method.into(),
+            path: path.into(),
+            times,
+            action,
+        }
+    }
+
+    pub fn status(method: &str, path: &str, times: usize, status: u16) -> Fault {
+        Fault::new(
+            method,
+            path,
+            times,
+            FaultAction::Status {
+                status,
+                retry_after: None,
+                code: None,
+            },
+        )
+    }
+}
+
+/// One request the proxy handled: what it was and whether a fault was injected (`None`: forwarded as is).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxyRecord {
+    pub method: String,
+    pub path: String,
+    pub fault: Option<FaultAction>,
+}
+
+/// An HTTP proxy in front of a registry that injects faults by rule: statuses, dropped connections, answers
+/// lost after the registry acted, delays. Point the xtask at `.address` instead of the registry's. One request per
+/// connection (it answers with `Connection: close`).
+pub struct FaultProxy {
+    /// `127.0.0.1:PORT`
+    pub address: String,
+    faults: Arc<Mutex<Vec<Fault>>>,
+    records: Arc<Mutex<Vec<ProxyRecord>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl FaultProxy {
+    pub fn start(upstream: &str) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let proxy = FaultProxy {
+            address,
+            faults: Arc::default(),
+            records: Arc::default(),
+            stop: Arc::default(),
+        };
+        let (faults, records, stop) = (
+            proxy.faults.clone(),
+            proxy.records.clone(),
+            proxy.stop.clone(),
+        );
+        let upstream = upstream.to_owned();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                let (faults, records, upstream) =
+                    (faults.clone(), records.clone(), upstream.clone());
+                std::thread::spawn(move || {
+                    let _ = proxy_one(stream, &upstream, &faults, &records);
+                });
+            }
+        });
+        proxy
+    }
+
+    /// `127.0.0.1:PORT/<repository>` through the proxy.
+    pub fn reference(&self, repository: &str) -> String {
+        format!("{}/{repository}", self.address)
+    }
+
+    pub fn add(&self, fault: Fault) {
+        self.faults.lock().unwrap().push(fault);
+    }
+
+    /// Every request so far, in order.
+    pub fn records(&self) -> Vec<ProxyRecord> {
+        self.records.lock().unwrap().clone()
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(&self.address);
+    }
+}
+
+fn proxy_one(
+    client: TcpStream,
+    upstream: &str,
+    faults: &Mutex<Vec<Fault>>,
+    records: &Mutex<Vec<ProxyRecord>>,
+) -> std::io::Result<()> {
+    client.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut reader = BufReader::new(client.try_clone()?);
+    let mut head = Vec::new();
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    let mut content_length = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
+            break;
+        }
+        let lower = line.to_ascii_lowercase();
+        if let Some(value) = lower.strip_prefix("content-length:") {
+            content_length = value.trim().parse().unwrap_or(0);
+        }
+        if lower.starts_with("connection:") {
+            continue;
+        }
+        head.extend_from_slice(line.as_bytes());
+    }
+    let mut body = vec![0u8; content_length];
+    reader.read_exact(&mut body)?;
+    let mut parts = request_line.split(' ');
+    let method = parts.next().unwrap_or("").to_owned();
+    let path = parts.next().unwrap_or("").to_owned();
+
+    let action = {
+        let mut faults = faults.lock().unwrap();
+        faults
+            .iter_mut()
+            .find(|f| f.times > 0 && f.method == method && path.contains(&f.path))
+            .map(|f| {
+                f.times -= 1;
+                f.action.clone()
+            })
+    };
+    records.lock().unwrap().push(ProxyRecord {
+        method: method.clone(),
+        path: path.clone(),
+        fault: action.clone(),
+    });
+    let mut client = client;
+    match &action {
+        Some(FaultAction::Status {
+            status,
+            retry_after,
+            code,
+        }) => {
+            let body = code.as_ref().map_or(String::new(), |code| {
+                format!(r#"{{"errors":[{{"code":"{code}","message":"injected by the test"}}]}}"#)
+            });
+            let retry_after = retry_after
+                .as_ref()
+                .map_or(String::new(), |v| format!("Retry-After: {v}\r\n"));
+            write!(
+                client,
+                "HTTP/1.1 {status} Injected\r\n{retry_after}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )?;
+            return client.flush();
+        }
+        Some(FaultAction::Drop) => {
+            return client.shutdown(std::net::Shutdown::Both);
+        }
+        Some(FaultAction::Delay(wait)) => std::thread::sleep(*wait),
+        Some(FaultAction::ForwardThenDrop) | None => {}
+    }
+    let mut server = TcpStream::connect(upstream)?;
+    server.write_all(request_line.as_bytes())?;
+    server.write_all(&head)?;
+    server.write_all(b"Connection: close\r\n\r\n")?;
+    server.write_all(&body)?;
+    server.flush()?;
+    let mut answer = Vec::new();
+    server.read_to_end(&mut answer)?;
+    if action == Some(FaultAction::ForwardThenDrop) {
+        return client.shutdown(std::net::Shutdown::Both);
+    }
+    client.write_all(&answer)?;
+    client.flush()
+}
