@@ -1,5 +1,6 @@
 //! `cargo xtask`: the image pipeline, the test bench and the benchmarks, written in Rust next to the app.
 
+mod ci;
 mod ci_lint;
 mod config;
 mod exit;
@@ -35,7 +36,7 @@ fn run() -> anyhow::Result<()> {
     let sh = Shell::new()?;
     sh.change_dir(project_root());
     match flags.subcommand {
-        flags::XtaskCmd::Ci(_) => anyhow::bail!("`cargo xtask ci` is not available yet"),
+        flags::XtaskCmd::Ci(cmd) => cmd.run(&sh),
         flags::XtaskCmd::Image(image) => match image.subcommand {
             flags::ImageCmd::Build(cmd) => cmd.run(&sh),
             flags::ImageCmd::Manifest(cmd) => cmd.run(&sh),
