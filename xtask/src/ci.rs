@@ -1,9 +1,9 @@
 //! `cargo xtask ci`: the whole test bench in one command, on a fresh Debian machine or a developer's.
 //!
 //! Phases: setup (packages, arm64 binfmt, a podman configuration that can start containers here, the local base
-//! images), then `cargo fmt --check`, clippy with warnings denied, and every test; a summary gives each phase's
-//! time. Setup leaves `target/ci/env` (KEY=VALUE lines) for the tests, so `cargo test` after
-//! `cargo xtask ci --setup-only` finds the same images and configuration.
+//! images), then `cargo fmt --check`, the workflow lint (zizmor, schema), clippy with warnings denied, and every
+//! test; a summary gives each phase's time. Setup leaves `target/ci/env` (KEY=VALUE lines) for the tests, so
+//! `cargo test` after `cargo xtask ci --setup-only` finds the same images and configuration.
 
 mod base_images;
 mod setup;
@@ -83,32 +83,38 @@ impl flags::Ci {
             .ignore_stderr()
             .run()
             .is_ok();
-        let checks: [(&'static str, xshell::Cmd); 3] = [
-            ("fmt", cmd!(sh, "{cargo} fmt --all --check")),
+        let test = if nextest {
+            cmd!(sh, "{cargo} nextest run --workspace --no-fail-fast")
+        } else {
+            cmd!(sh, "{cargo} test --workspace --no-fail-fast")
+        };
+        type Check<'a> = Box<dyn FnOnce() -> anyhow::Result<()> + 'a>;
+        let checks: [(&'static str, Check); 4] = [
+            (
+                "fmt",
+                Box::new(|| Ok(cmd!(sh, "{cargo} fmt --all --check").run()?)),
+            ),
+            ("lint", Box::new(|| crate::ci_lint::lint_workflow(sh))),
             (
                 "clippy",
-                cmd!(
-                    sh,
-                    "{cargo} clippy --workspace --all-targets -- -D warnings"
-                ),
+                Box::new(|| {
+                    Ok(cmd!(
+                        sh,
+                        "{cargo} clippy --workspace --all-targets -- -D warnings"
+                    )
+                    .run()?)
+                }),
             ),
-            (
-                "test",
-                if nextest {
-                    cmd!(sh, "{cargo} nextest run --workspace --no-fail-fast")
-                } else {
-                    cmd!(sh, "{cargo} test --workspace --no-fail-fast")
-                },
-            ),
+            ("test", Box::new(|| Ok(test.run()?))),
         ];
-        for (name, command) in checks {
+        for (name, check) in checks {
             println!("\n==> {name}");
             let phase_start = Instant::now();
-            let result = command.run();
+            let result = check();
             phases.push(Phase {
                 name,
                 time: phase_start.elapsed(),
-                error: result.err().map(|err| err.to_string()),
+                error: result.err().map(|err| format!("{err:#}")),
             });
         }
 

@@ -14,8 +14,9 @@ use xshell::{cmd, Shell};
 use super::base_images;
 use crate::config::Platform;
 
-/// What the tests use: the container tools, the registry, qemu for arm64, and the pieces to build base images.
-pub const PACKAGES: [&str; 15] = [
+/// What the tests use: the container tools, the registry, qemu for arm64, the pieces to build base images, and
+/// python3-venv for the workflow lint.
+pub const PACKAGES: [&str; 16] = [
     "podman",
     "buildah",
     "skopeo",
@@ -31,6 +32,8 @@ pub const PACKAGES: [&str; 15] = [
     "openssl",
     "umoci",
     "git",
+    // The workflow lint installs its pinned linters into a virtualenv.
+    "python3-venv",
 ];
 
 /// The variables the tests read: base image names and, where needed, CONTAINERS_CONF.
