@@ -50,6 +50,8 @@ pub struct Options {
     pub purpose: &'static str,
     /// Print every call on stderr.
     pub trace: bool,
+    /// Entries per page of tags/list and _catalog (`n=`); the Link header leads to the next page.
+    pub page_size: usize,
 }
 
 impl Default for Options {
@@ -61,6 +63,7 @@ impl Default for Options {
             io_timeout: Duration::from_secs(120),
             purpose: "push to",
             trace: false,
+            page_size: 1000,
         }
     }
 }
@@ -381,7 +384,15 @@ impl Registry {
         }
     }
 
-    /// GET a blob (a config: small) and check its digest.
+    /// GET a blob (a config: small) and check its digest; `None` when the repository does not have it.
+    pub fn find_blob(&self, repository: &str, digest: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        match self.blob_exists(repository, digest)? {
+            None => Ok(None),
+            Some(_) => self.get_blob(repository, digest).map(Some),
+        }
+    }
+
+    /// GET a blob (a config: small) and check its digest; a missing blob is an error (see [`Registry::find_blob`]).
     pub fn get_blob(&self, repository: &str, digest: &str) -> anyhow::Result<Vec<u8>> {
         self.with_retries(|_| {
             let call = self.call(
@@ -570,7 +581,7 @@ impl Registry {
     pub fn list_tags(&self, repository: &str) -> anyhow::Result<Vec<String>> {
         self.list(
             repository,
-            format!("/v2/{repository}/tags/list?n=1000"),
+            format!("/v2/{repository}/tags/list?n={}", self.options.page_size),
             "tags",
             &["pull"],
         )
@@ -578,7 +589,12 @@ impl Registry {
 
     /// Every repository of the registry (`/v2/_catalog`; not offered by GHCR or Docker Hub).
     pub fn catalog(&self) -> anyhow::Result<Vec<String>> {
-        self.list("", "/v2/_catalog?n=1000".into(), "repositories", &[])
+        self.list(
+            "",
+            format!("/v2/_catalog?n={}", self.options.page_size),
+            "repositories",
+            &[],
+        )
     }
 
     fn list(
@@ -1152,6 +1168,145 @@ mod tests {
         for (link, want) in cases {
             assert_eq!(next_link(link).as_deref(), want, "{link}");
         }
+    }
+
+    /// The operations the manifest and prune stages use, against the installed distribution registry.
+    #[test]
+    fn manifest_and_tag_operations_against_a_real_registry() {
+        use crate::image::local_registry::{find_binary, LocalRegistry, Runner};
+        let binary = find_binary(std::env::var_os("PATH").as_deref())
+            .expect("docker-registry on PATH (`cargo xtask ci` installs it)");
+        let sh = xshell::Shell::new().unwrap();
+        let local = LocalRegistry::start(&sh, Runner::Binary(binary)).unwrap();
+        let target = Reference::parse(&format!("{}/team/app", local.address)).unwrap();
+        let options = Options {
+            page_size: 2,
+            policy: Policy::with_base_ms(Some("10")),
+            ..Options::default()
+        };
+        let registry = Registry::new(&target, None, options);
+        let repo = "team/app";
+
+        let config =
+            br#"{"architecture":"arm64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let config_digest = sha256_digest(config);
+        let dir = local.dir.join("blobs");
+        std::fs::create_dir_all(&dir).unwrap();
+        let config_path = dir.join("config.json");
+        std::fs::write(&config_path, config).unwrap();
+        assert_eq!(registry.find_blob(repo, &config_digest).unwrap(), None);
+        assert_eq!(
+            registry
+                .push_blob(repo, &config_digest, &config_path, None)
+                .unwrap(),
+            BlobOutcome::Uploaded(config.len() as u64)
+        );
+        assert_eq!(
+            registry
+                .push_blob(repo, &config_digest, &config_path, None)
+                .unwrap(),
+            BlobOutcome::Existed
+        );
+        assert_eq!(
+            registry.find_blob(repo, &config_digest).unwrap().as_deref(),
+            Some(&config[..])
+        );
+        assert_eq!(
+            registry
+                .push_blob("team/other", &config_digest, &config_path, Some(repo))
+                .unwrap(),
+            BlobOutcome::Mounted
+        );
+
+        const V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
+        const LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{V2}","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","size":{},"digest":"{config_digest}"}},"layers":[]}}"#,
+            config.len()
+        );
+        let digest = sha256_digest(manifest.as_bytes());
+        assert_eq!(registry.head_manifest(repo, &digest).unwrap(), None);
+        assert_eq!(registry.get_manifest(repo, "latest").unwrap(), None);
+        assert_eq!(registry.list_tags(repo).unwrap(), Vec::<String>::new());
+        assert_eq!(
+            registry
+                .put_manifest(repo, &digest, V2, manifest.as_bytes())
+                .unwrap(),
+            digest
+        );
+        // Still no tag: distribution's 404 NAME_UNKNOWN reads as an empty list.
+        assert_eq!(registry.list_tags(repo).unwrap(), Vec::<String>::new());
+
+        let list = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{LIST}","manifests":[{{"mediaType":"{V2}","size":{},"digest":"{digest}","platform":{{"architecture":"arm64","os":"linux"}}}}]}}"#,
+            manifest.len()
+        );
+        let list_digest = sha256_digest(list.as_bytes());
+        for tag in ["latest", "1.2.3", "manual-abc1234"] {
+            assert_eq!(
+                registry
+                    .put_manifest(repo, tag, LIST, list.as_bytes())
+                    .unwrap(),
+                list_digest
+            );
+        }
+        let head = registry.head_manifest(repo, "latest").unwrap().unwrap();
+        assert_eq!(
+            head,
+            ManifestInfo {
+                digest: list_digest.clone(),
+                media_type: LIST.into(),
+                size: list.len() as u64
+            }
+        );
+        let got = registry.get_manifest(repo, &list_digest).unwrap().unwrap();
+        assert_eq!(
+            (got.bytes.as_slice(), got.media_type.as_str()),
+            (list.as_bytes(), LIST)
+        );
+        let child = registry.get_manifest(repo, &digest).unwrap().unwrap();
+        assert_eq!(child.media_type, V2);
+        // Three tags over pages of two: the Link header is followed.
+        let mut tags = registry.list_tags(repo).unwrap();
+        tags.sort();
+        assert_eq!(tags, ["1.2.3", "latest", "manual-abc1234"]);
+        let mut repositories = registry.catalog().unwrap();
+        repositories.sort();
+        assert_eq!(repositories, ["team/app", "team/other"]);
+
+        // A digest PUT under the wrong digest is refused before any request.
+        let err = registry
+            .put_manifest(repo, &config_digest, V2, manifest.as_bytes())
+            .unwrap_err();
+        assert!(err.to_string().contains("bug in the caller"), "{err}");
+        // A manifest whose blob is missing: the registry's error code, exit 4, not retried.
+        let broken = manifest.replace(&config_digest, &sha256_digest(b"missing"));
+        let err = registry
+            .put_manifest(
+                repo,
+                &sha256_digest(broken.as_bytes()),
+                V2,
+                broken.as_bytes(),
+            )
+            .unwrap_err();
+        assert_eq!(crate::exit::code_of(&err), 4);
+        let msg = err.to_string();
+        assert!(
+            msg.contains("HTTP 400 MANIFEST_BLOB_UNKNOWN") && !msg.contains("attempts"),
+            "{msg}"
+        );
+
+        assert_eq!(
+            registry.delete_manifest(repo, &list_digest).unwrap(),
+            DeleteOutcome::Deleted
+        );
+        assert_eq!(registry.head_manifest(repo, "latest").unwrap(), None);
+        assert_eq!(
+            registry.delete_manifest(repo, &list_digest).unwrap(),
+            DeleteOutcome::NotFound
+        );
+        assert!(registry.requests() > 20);
+        local.stop(&sh);
     }
 
     #[test]
