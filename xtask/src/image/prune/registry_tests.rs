@@ -26,7 +26,12 @@ fn release(
     extra_tags: &[&str],
 ) -> Option<PruneReport> {
     let old = client.resolve(target, "latest").unwrap();
-    build.push(plain, target);
+    // A racing release's prune may delete a child shared with this build between its push and the index's: the
+    // registry then refuses the index, and the stage fails before moving any tag (all or nothing).
+    if let Err(err) = build.try_push(plain, target) {
+        assert!(err.contains("MANIFEST_BLOB_UNKNOWN"), "{err}");
+        return None;
+    }
     for tag in extra_tags {
         build.tag(plain, target, tag);
     }

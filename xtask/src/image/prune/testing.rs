@@ -100,6 +100,24 @@ fn base(target: &Reference) -> String {
 }
 
 impl Plain {
+    /// Retries a 500 a few times, as the registry client does: distribution rewrites a tag's link file in place, so
+    /// a read racing a write of the same tag can fail for an instant, and of two racing deletes of one manifest the
+    /// loser may get a 500 before the 404.
+    fn retrying(
+        &self,
+        call: impl Fn() -> Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
+        let mut answer = call();
+        for _ in 0..5 {
+            if !matches!(&answer, Ok(a) if a.status() == 500) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            answer = call();
+        }
+        answer
+    }
+
     pub fn push_blob(&self, target: &Reference, bytes: &[u8]) -> String {
         let digest = digest_of(bytes);
         let url = format!("{}/blobs/{digest}", base(target));
@@ -136,15 +154,31 @@ impl Plain {
         media_type: &str,
         bytes: &[u8],
     ) {
+        if let Err(err) = self.try_put_manifest(target, reference, media_type, bytes) {
+            panic!("{err}");
+        }
+    }
+
+    pub fn try_put_manifest(
+        &self,
+        target: &Reference,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<(), String> {
         let mut answer = self
             .agent
             .put(&format!("{}/manifests/{reference}", base(target)))
             .header("Content-Type", media_type)
             .send(bytes)
-            .unwrap();
+            .map_err(|err| err.to_string())?;
         let status = answer.status();
         let body = answer.body_mut().read_to_string().unwrap_or_default();
-        assert_eq!(status, 201, "PUT manifests/{reference}: {body}");
+        if status == 201 {
+            Ok(())
+        } else {
+            Err(format!("PUT manifests/{reference}: {status} {body}"))
+        }
     }
 
     pub fn head(&self, target: &Reference, reference: &str) -> u16 {
@@ -179,11 +213,12 @@ impl Registry for Plain {
     }
 
     fn resolve(&self, target: &Reference, tag: &str) -> anyhow::Result<Option<String>> {
-        let answer = self
-            .agent
-            .head(&format!("{}/manifests/{tag}", base(target)))
-            .header("Accept", ACCEPT)
-            .call()?;
+        let answer = self.retrying(|| {
+            self.agent
+                .head(&format!("{}/manifests/{tag}", base(target)))
+                .header("Accept", ACCEPT)
+                .call()
+        })?;
         match answer.status().as_u16() {
             404 => Ok(None),
             200 => Ok(Some(
@@ -196,11 +231,12 @@ impl Registry for Plain {
     }
 
     fn fetch(&self, target: &Reference, reference: &str) -> anyhow::Result<Option<Fetched>> {
-        let mut answer = self
-            .agent
-            .get(&format!("{}/manifests/{reference}", base(target)))
-            .header("Accept", ACCEPT)
-            .call()?;
+        let mut answer = self.retrying(|| {
+            self.agent
+                .get(&format!("{}/manifests/{reference}", base(target)))
+                .header("Accept", ACCEPT)
+                .call()
+        })?;
         match answer.status().as_u16() {
             404 => Ok(None),
             200 => {
@@ -232,10 +268,11 @@ impl Registry for Plain {
     }
 
     fn delete(&self, target: &Reference, digest: &str) -> anyhow::Result<Removal> {
-        let mut answer = self
-            .agent
-            .delete(&format!("{}/manifests/{digest}", base(target)))
-            .call()?;
+        let mut answer = self.retrying(|| {
+            self.agent
+                .delete(&format!("{}/manifests/{digest}", base(target)))
+                .call()
+        })?;
         Ok(match answer.status().as_u16() {
             200 | 202 => Removal::Deleted,
             404 => Removal::Gone,
@@ -332,13 +369,20 @@ impl Build {
 
     /// Pushes children and the index by digest, as the push and manifest stages do; no tag.
     pub fn push(&self, client: &Plain, target: &Reference) {
+        if let Err(err) = self.try_push(client, target) {
+            panic!("{err}");
+        }
+    }
+
+    /// Pushes, or says why the registry refused the index (its children went missing meanwhile).
+    pub fn try_push(&self, client: &Plain, target: &Reference) -> Result<(), String> {
         for image in [&self.amd64, &self.arm64] {
             for blob in &image.blobs {
                 client.push_blob(target, blob);
             }
-            client.put_manifest(target, &image.digest(), DOCKER_MANIFEST, &image.manifest);
+            client.try_put_manifest(target, &image.digest(), DOCKER_MANIFEST, &image.manifest)?;
         }
-        client.put_manifest(target, &self.digest(), DOCKER_LIST, &self.index);
+        client.try_put_manifest(target, &self.digest(), DOCKER_LIST, &self.index)
     }
 
     pub fn tag(&self, client: &Plain, target: &Reference, tag: &str) {
