@@ -682,7 +682,7 @@ pub fn planned_calls(request: &Request, list: Option<&ManifestList>) -> Vec<Call
             });
             calls.push(Call::GetBlob {
                 target: target.clone(),
-                digest: format!("<config of {}>", short(&child.digest)),
+                digest: format!("<config of {}>", child.platform),
             });
         }
         calls.push(Call::GetManifest {

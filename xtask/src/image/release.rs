@@ -5,12 +5,584 @@
 //! The checks that guard a version release (semver form, the git tag at HEAD, a clean tree, Cargo.toml's version)
 //! and the base-image preflight are pure functions of facts gathered once at the edge, tested here.
 
-// Parts of the stage are used once the build and push stages it drives have landed.
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
-use crate::exit;
+use anyhow::Context;
+use xshell::{cmd, Shell};
+
+use crate::config::{ImageConfig, Platform};
+use crate::github::Github;
+use crate::image::local_registry::{self, LocalRegistry, Runner};
+use crate::image::manifest::{self, Clients, Urls};
+use crate::image::{build, meta, prune, push};
+use crate::registry::client;
+use crate::registry::credentials::{self, Env};
+use crate::registry::Reference;
+use crate::{exit, flags};
+
+impl flags::Release {
+    pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
+        if self.keep && !self.local {
+            return Err(exit::invalid(
+                "--keep only applies to --local (it leaves the throwaway registry running)",
+            ));
+        }
+        if self.local && !self.to.is_empty() {
+            return Err(exit::invalid(
+                "--local publishes only into the throwaway registry; drop --to, or drop --local to publish to --to",
+            ));
+        }
+        let gh = Github::from_env();
+        let env = Env::from_process();
+        let config = ImageConfig::load(sh)?;
+        let git = GitState::read(sh)?;
+        let version = match &self.version {
+            Some(version) => {
+                let tag_commit = tag_commit(sh, version);
+                Some(check_version_release(
+                    version,
+                    &git,
+                    &tag_commit,
+                    &config.version,
+                )?)
+            }
+            None => {
+                for warning in latest_warnings(&git) {
+                    gh.warning("image release", &warning);
+                }
+                None
+            }
+        };
+        let runner = self.local.then(|| {
+            local_registry::choose_runner(
+                local_registry::find_binary(std::env::var_os("PATH").as_deref()),
+                std::env::var("XTASK_REGISTRY_IMAGE")
+                    .ok()
+                    .filter(|v| !v.is_empty()),
+            )
+        });
+        if self.dry_run {
+            return self.dry_run(sh, &config, &git, version, runner.as_ref(), &env);
+        }
+        let registry = match &runner {
+            Some(runner) => {
+                println!("==> start a throwaway registry");
+                let registry = LocalRegistry::start(sh, runner.clone())?;
+                println!(
+                    "throwaway registry on {} (storage {})",
+                    registry.address,
+                    registry.storage().display()
+                );
+                Some(registry)
+            }
+            None => None,
+        };
+        let result = self.publish(
+            sh,
+            &gh,
+            &env,
+            &config,
+            &git,
+            version,
+            registry.as_ref().map(|r| r.address.as_str()),
+        );
+        if let Some(registry) = registry {
+            if self.keep {
+                println!(
+                    "\nthe throwaway registry keeps running on {}; stop it with: {}",
+                    registry.address,
+                    registry.stop_hint()
+                );
+            } else {
+                registry.stop(sh);
+                println!("\nthrowaway registry stopped (pass --keep to leave it running)");
+            }
+        }
+        result
+    }
+
+    /// The targets: the throwaway registry's repository with `--local`, else `--to`, else the configured ones.
+    fn targets(&self, config: &ImageConfig, local: Option<&str>) -> Vec<String> {
+        match local {
+            Some(address) => vec![format!("{address}/{}", config.name)],
+            None if self.to.is_empty() => config.targets.clone(),
+            None => self.to.clone(),
+        }
+    }
+
+    fn plan(
+        &self,
+        env: &Env,
+        config: &ImageConfig,
+        git: &GitState,
+        version: &Option<String>,
+        targets: Vec<String>,
+    ) -> anyhow::Result<meta::Plan> {
+        let facts = meta::Facts {
+            event: "push".into(),
+            git_ref: match version {
+                Some(number) => format!("refs/tags/v{number}"),
+                None => "refs/heads/main".into(),
+            },
+            sha: git.head.clone(),
+            tag_name: None,
+            skip_push: false,
+            platforms: self.platforms.clone(),
+            targets,
+        };
+        let settings = meta::Settings {
+            name: config.name.clone(),
+            platforms: config.platforms.clone(),
+            targets: config.targets.clone(),
+            runners: BTreeMap::new(),
+            package_version: config.version.clone(),
+            description: config.description.clone(),
+            license: config.license.clone(),
+            repository: config.repository.clone(),
+        };
+        // As in CI: every target's registry needs a login (variables, auth file or helper), loopback excepted.
+        meta::plan(&facts, &settings, &|target: &Reference| {
+            Ok(credentials::source_of(&target.registry, &target.repository, env)?.is_some())
+        })
+    }
+
+    fn build_plan(
+        &self,
+        sh: &Shell,
+        config: &ImageConfig,
+        plan: &meta::Plan,
+        version: &Option<String>,
+    ) -> anyhow::Result<build::BuildPlan> {
+        let request = build::BuildRequest {
+            platforms: plan.jobs.iter().map(|job| job.platform).collect(),
+            build_args: self.build_arg.clone(),
+            tag: None,
+            cache_repo: self.cache_repo.clone(),
+            version: version.clone(),
+        };
+        build::BuildPlan::new(config, &request, &build::Facts::gather(sh)?)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn publish(
+        &self,
+        sh: &Shell,
+        gh: &Github,
+        env: &Env,
+        config: &ImageConfig,
+        git: &GitState,
+        version: Option<String>,
+        local: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let mut phases: Vec<(String, Duration)> = Vec::new();
+        let plan = self.plan(env, config, git, &version, self.targets(config, local))?;
+        let targets = manifest::parse_targets(&plan.targets)?;
+        let platforms: Vec<Platform> = plan.jobs.iter().map(|job| job.platform).collect();
+        println!(
+            "==> release {} ({}) from {} to {}",
+            plan.tag,
+            platforms
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            short(&git.head),
+            plan.targets.join(", ")
+        );
+
+        let build_plan = self.build_plan(sh, config, &plan, &version)?;
+        build::require_podman()?;
+        let phase = Instant::now();
+        check_base_images(sh, &build_plan)?;
+        phases.push(("check base images".into(), phase.elapsed()));
+
+        // Every platform is built before anything is pushed: a failed build leaves every registry untouched.
+        let mut exports = Vec::new();
+        for &platform in &platforms {
+            let phase = Instant::now();
+            exports.push(build::build_platform(sh, &build_plan, platform)?);
+            phases.push((format!("build {platform}"), phase.elapsed()));
+        }
+
+        let digest_dir = build_plan.out_dir.join("digests");
+        if digest_dir.exists() {
+            std::fs::remove_dir_all(&digest_dir)
+                .with_context(|| format!("remove old digests in {}", digest_dir.display()))?;
+        }
+        let options = client::Options::from_env(self.insecure_registry.clone());
+        for export in &exports {
+            let phase = Instant::now();
+            let _group = gh.group(&format!("image push {}", export.platform));
+            push::push(
+                sh,
+                &push::Request {
+                    platform: export.platform,
+                    export_dir: export.dir.clone(),
+                    targets: targets.clone(),
+                    digest_dir: digest_dir.clone(),
+                    insecure: self.insecure_registry.clone(),
+                },
+                env,
+                &options,
+            )?;
+            phases.push((format!("push {}", export.platform), phase.elapsed()));
+        }
+
+        let phase = Instant::now();
+        let request = manifest::Request {
+            tag: plan.tag.clone(),
+            targets: targets.iter().map(ToString::to_string).collect(),
+            children: manifest::read_digest_dir(&digest_dir, &platforms)?,
+            prune_previous: plan.prune_previous,
+        };
+        let mut clients = Clients::connect(sh, &targets, &self.insecure_registry, env)?;
+        let access = prune::Access::from_process(sh, &targets)?;
+        let urls = Urls::new(&targets, &self.insecure_registry);
+        let published = manifest::publish_and_report(gh, &mut clients, &access, &request, &urls)?;
+        phases.push(("manifest".into(), phase.elapsed()));
+
+        if local.is_some() {
+            let phase = Instant::now();
+            let reference = format!("{}:{}", request.targets[0], plan.tag);
+            verify_pulls(sh, &reference, &platforms, build_plan.build_platform)?;
+            phases.push(("pull back and check".into(), phase.elapsed()));
+        }
+
+        println!("\nreleased {} = {}", published.tag, published.digest);
+        for (name, duration) in &phases {
+            println!("  {name:<22} {:>7.1} s", duration.as_secs_f64());
+        }
+        println!(
+            "  {:<22} {:>7.1} s",
+            "total",
+            started.elapsed().as_secs_f64()
+        );
+        let tls = if local.is_some() {
+            "--tls-verify=false "
+        } else {
+            ""
+        };
+        if local.is_some() && !self.keep {
+            println!(
+                "\nthe image stays in local storage (the registry stops now; --keep leaves it running):\n  \
+                 podman run --rm --network=host {}:{}",
+                request.targets[0], plan.tag
+            );
+        } else {
+            println!("\npull it:");
+            for target in &request.targets {
+                println!("  podman pull {tls}{target}:{}", plan.tag);
+            }
+        }
+        Ok(())
+    }
+
+    fn dry_run(
+        &self,
+        sh: &Shell,
+        config: &ImageConfig,
+        git: &GitState,
+        version: Option<String>,
+        runner: Option<&Runner>,
+        env: &Env,
+    ) -> anyhow::Result<()> {
+        let scratch = std::env::temp_dir().join("xtask-registry-<id>");
+        // The port is picked when the registry starts: 1 stands for it in the plan, `<free port>` when shown.
+        let address = "127.0.0.1:<free port>";
+        let shown = |line: String| line.replace("127.0.0.1:1/", "127.0.0.1:<free port>/");
+        let plan = self.plan(
+            env,
+            config,
+            git,
+            &version,
+            self.targets(config, runner.map(|_| "127.0.0.1:1")),
+        )?;
+        let platforms: Vec<Platform> = plan.jobs.iter().map(|job| job.platform).collect();
+        let build_plan = self.build_plan(sh, config, &plan, &version)?;
+        println!("dry run: image release would run these, in order, and change nothing:");
+        let mut step = 0;
+        let mut say = |title: String, lines: Vec<String>| {
+            step += 1;
+            println!("\n{step}. {title}");
+            for line in lines {
+                println!("   {line}");
+            }
+        };
+        if let Some(runner) = runner {
+            say(
+                "start a throwaway registry (config with delete enabled, storage in a temp dir)"
+                    .into(),
+                local_registry::describe_start(runner, address, &scratch),
+            );
+        }
+        say(
+            format!(
+                "plan: tag {}, platforms {}, targets {}{}",
+                plan.tag,
+                plan.platform_list(),
+                shown(plan.targets.join(", ")),
+                if plan.prune_previous {
+                    ", prune the superseded index"
+                } else {
+                    ""
+                }
+            ),
+            plan.warnings.clone(),
+        );
+        say(
+            "check the base images are here or reachable".into(),
+            base_images(
+                &containerfile_defaults(&read_containerfile(&build_plan)?),
+                &build_plan.build_args,
+            )
+            .iter()
+            .map(|(_, image)| {
+                let transport = format!("docker://{image}");
+                format!(
+                    "podman image exists {image} || skopeo --command-timeout {BASE_TIMEOUT} inspect --raw \
+                     --retry-times 0 {transport}"
+                )
+            })
+            .collect(),
+        );
+        for &platform in &platforms {
+            say(
+                format!("build {platform} and export it"),
+                vec![
+                    build::shell_line(&build_plan.build_argv(platform)),
+                    build::shell_line(&build_plan.export_argv(platform)),
+                ],
+            );
+        }
+        let digest_dir = build_plan.out_dir.join("digests");
+        let targets = manifest::parse_targets(&plan.targets)?;
+        for &platform in &platforms {
+            let request = push::Request {
+                platform,
+                export_dir: build_plan.export_dir(platform),
+                targets: targets.clone(),
+                digest_dir: digest_dir.clone(),
+                insecure: self.insecure_registry.clone(),
+            };
+            say(
+                format!("push {platform} by digest, no tag"),
+                push::planned_calls(&request, None)
+                    .into_iter()
+                    .map(shown)
+                    .collect(),
+            );
+        }
+        let request = manifest::Request {
+            tag: plan.tag.clone(),
+            targets: targets.iter().map(ToString::to_string).collect(),
+            children: platforms
+                .iter()
+                .map(|&platform| manifest::Child {
+                    platform,
+                    variant: None,
+                    digest: format!("<digest of {platform}>"),
+                    size: 0,
+                    media_type: manifest::DOCKER_MANIFEST.into(),
+                })
+                .collect(),
+            prune_previous: plan.prune_previous,
+        };
+        let urls = Urls::new(&targets, &self.insecure_registry);
+        say(
+            format!("manifest list, then tag {} (all or nothing)", plan.tag),
+            manifest::planned_calls(&request, None)
+                .iter()
+                .map(|call| shown(urls.line(call)))
+                .collect(),
+        );
+        if runner.is_some() {
+            let reference = format!("{address}/{}:{}", config.name, plan.tag);
+            let format = "{{.Os}}/{{.Architecture}}";
+            say(
+                "pull each platform back and check its architecture".into(),
+                pull_order(&platforms, build_plan.build_platform)
+                    .into_iter()
+                    .flat_map(|platform| {
+                        [
+                            format!(
+                                "podman pull -q --tls-verify=false --platform {platform} {reference}"
+                            ),
+                            format!("podman image inspect --format '{format}' <pulled id>"),
+                        ]
+                    })
+                    .collect(),
+            );
+            say(
+                if self.keep {
+                    "leave the registry running (--keep)".into()
+                } else {
+                    "stop the registry and remove its storage".into()
+                },
+                vec![],
+            );
+        }
+        Ok(())
+    }
+}
+
+/// How long the reachability check of one base image may take.
+const BASE_TIMEOUT: &str = "20s";
+
+fn read_containerfile(build_plan: &build::BuildPlan) -> anyhow::Result<String> {
+    std::fs::read_to_string(&build_plan.containerfile)
+        .with_context(|| format!("read {}", build_plan.containerfile.display()))
+}
+
+/// Fails before any build when a base image is neither in local storage nor reachable, saying how to point the
+/// build at local ones (docker.io may be out of reach, as behind some proxies).
+fn check_base_images(sh: &Shell, build_plan: &build::BuildPlan) -> anyhow::Result<()> {
+    let images = base_images(
+        &containerfile_defaults(&read_containerfile(build_plan)?),
+        &build_plan.build_args,
+    );
+    let mut missing = Vec::new();
+    for (arg, image) in images {
+        if cmd!(sh, "podman image exists {image}")
+            .quiet()
+            .ignore_stderr()
+            .run()
+            .is_ok()
+        {
+            println!("base image {arg}={image}: in local storage");
+            continue;
+        }
+        let transport = format!("docker://{image}");
+        let output = cmd!(
+            sh,
+            "skopeo --command-timeout {BASE_TIMEOUT} inspect --raw --retry-times 0 {transport}"
+        )
+        .quiet()
+        .ignore_status()
+        .output();
+        match output {
+            Ok(output) if output.status.success() => {
+                println!("base image {arg}={image}: reachable, podman will pull it");
+            }
+            Ok(output) => {
+                let stderr = String::from_utf8_lossy(&output.stderr);
+                let why = stderr
+                    .lines()
+                    .last()
+                    .unwrap_or("skopeo could not read it")
+                    .trim();
+                let why = why
+                    .rsplit_once("msg=")
+                    .map_or(why, |(_, msg)| msg.trim_matches('"'));
+                missing.push((arg, image, why.to_owned()));
+            }
+            Err(err) => missing.push((arg, image, format!("could not run skopeo ({err})"))),
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(exit::build_failed(unreachable_bases_message(&missing)))
+    }
+}
+
+/// The order of the pull-back check: the machine's own platform last, so the local tag names the image it runs.
+fn pull_order(platforms: &[Platform], native: Platform) -> Vec<Platform> {
+    let mut order: Vec<Platform> = platforms.iter().copied().filter(|p| *p != native).collect();
+    if platforms.contains(&native) {
+        order.push(native);
+    }
+    order
+}
+
+/// Pulls each platform of `reference` back with podman, as a user would, and checks what arrived.
+fn verify_pulls(
+    sh: &Shell,
+    reference: &str,
+    platforms: &[Platform],
+    native: Platform,
+) -> anyhow::Result<()> {
+    println!("==> pull {reference} back for each platform");
+    let format = "{{.Os}}/{{.Architecture}}";
+    for platform in pull_order(platforms, native) {
+        let wanted = platform.to_string();
+        let id = cmd!(
+            sh,
+            "podman pull -q --tls-verify=false --platform {wanted} {reference}"
+        )
+        .read()
+        .map_err(|err| {
+            exit::registry_failed(format!(
+                "podman could not pull {wanted} of {reference} ({err})"
+            ))
+        })?;
+        let id = id.lines().last().unwrap_or("").trim().to_owned();
+        let got = cmd!(sh, "podman image inspect --format {format} {id}")
+            .quiet()
+            .read()
+            .with_context(|| format!("inspect the pulled {wanted} image {id}"))?;
+        if got.trim() != wanted {
+            return Err(exit::registry_failed(format!(
+                "pulling {reference} for {wanted} gave an image for {}",
+                got.trim()
+            )));
+        }
+        println!(
+            "  {wanted}: pulled {} ({got})",
+            short(&id),
+            got = got.trim()
+        );
+    }
+    Ok(())
+}
+
+impl GitState {
+    /// Reads HEAD, the branch and the uncommitted changes.
+    pub fn read(sh: &Shell) -> anyhow::Result<GitState> {
+        let head = cmd!(sh, "git rev-parse HEAD")
+            .quiet()
+            .ignore_stderr()
+            .read()
+            .map_err(|_| {
+                exit::invalid(format!(
+                    "{} is not a git checkout with a commit; release from a clone of the repository",
+                    sh.current_dir().display()
+                ))
+            })?;
+        let branch = cmd!(sh, "git symbolic-ref --short -q HEAD")
+            .quiet()
+            .ignore_stderr()
+            .read()
+            .ok()
+            .filter(|b| !b.is_empty());
+        let status = cmd!(sh, "git status --porcelain")
+            .quiet()
+            .read()
+            .context("run git status")?;
+        Ok(GitState {
+            head: head.trim().to_owned(),
+            branch,
+            changes: status
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_owned)
+                .collect(),
+        })
+    }
+}
+
+/// The commit the tag `version` points at, if it exists.
+fn tag_commit(sh: &Shell, version: &str) -> TagCommit {
+    let spec = format!("refs/tags/{version}^{{commit}}");
+    cmd!(sh, "git rev-parse -q --verify {spec}")
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .ok()
+        .map(|sha| sha.trim().to_owned())
+        .filter(|sha| !sha.is_empty())
+}
 
 /// The repository's state, read once from git.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -160,26 +732,6 @@ pub fn base_images(
             (image != "scratch").then(|| (arg.to_owned(), image.clone()))
         })
         .collect()
-}
-
-/// Merges `--build-arg K=V` flags over the configured defaults; a flag without `=` exits 2.
-pub fn merge_build_args(
-    configured: &BTreeMap<String, String>,
-    flags: &[String],
-) -> anyhow::Result<BTreeMap<String, String>> {
-    let mut args = configured.clone();
-    for flag in flags {
-        let (key, value) = flag
-            .split_once('=')
-            .filter(|(k, _)| !k.is_empty())
-            .ok_or_else(|| {
-                exit::invalid(format!(
-                "--build-arg {flag:?} is not KEY=VALUE (like --build-arg RUNTIME_IMAGE=scratch)"
-            ))
-            })?;
-        args.insert(key.to_owned(), value.to_owned());
-    }
-    Ok(args)
 }
 
 /// The message for base images that are neither local nor reachable, said before any build starts.
@@ -406,18 +958,17 @@ mod tests {
             ),
         ];
         for (flags, want) in cases {
-            let flags: Vec<String> = flags.into_iter().map(Into::into).collect();
-            let args = merge_build_args(&configured, &flags).unwrap();
+            let mut args = configured.clone();
+            for flag in &flags {
+                let (key, value) = flag.split_once('=').unwrap();
+                args.insert(key.to_owned(), value.to_owned());
+            }
             let got = base_images(&defaults, &args);
             let want: Vec<(String, String)> = want
                 .into_iter()
                 .map(|(a, b)| (a.into(), b.into()))
                 .collect();
             assert_eq!(got, want, "{flags:?}");
-        }
-        for bad in ["RUST_IMAGE", "=x"] {
-            let err = merge_build_args(&configured, &[bad.into()]).unwrap_err();
-            assert_eq!(exit::code_of(&err), 2);
         }
     }
 
