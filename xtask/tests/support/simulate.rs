@@ -60,6 +60,8 @@ pub struct Local {
     pub build_args: Vec<String>,
     /// The repository's secrets (`GITHUB_TOKEN` is one on GitHub too).
     pub secrets: BTreeMap<String, String>,
+    /// This machine's settings a runner would not need (CONTAINERS_CONF from the test bench).
+    pub machine_env: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -249,7 +251,8 @@ pub fn run(workflow: &Path, xtask: &Path, event: &Event, local: &Local, work: &P
                         cmd.env_remove(&key);
                     }
                 }
-                cmd.envs(runner_env(event))
+                cmd.envs(&local.machine_env)
+                    .envs(runner_env(event))
                     .env("GITHUB_OUTPUT", &output)
                     .env("GITHUB_STEP_SUMMARY", &summary)
                     .envs(&env);
