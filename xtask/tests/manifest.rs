@@ -1,0 +1,507 @@
+//! `cargo xtask image manifest` against two real distribution registries (one with htpasswd Basic auth, one with
+//! Bearer tokens), with small synthetic images pushed by the real `image push`: the list an independent client
+//! (skopeo) reads, the same digest everywhere, step outputs and summary, pruning of the superseded `latest`, and the
+//! all-or-nothing rule: a missing digest file, a wrong architecture or a child missing in one registry moves no tag
+//! in any registry and writes nothing; a dry run leaves the storage byte for byte unchanged.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use support::registry::{self as harness, Auth, Export, Run, TempDir, TestRegistry, Xtask};
+use xshell::{cmd, Shell};
+
+const REPO: &str = "team/app";
+const USER: &str = "ci";
+const PASSWORD: &str = "correct horse";
+const LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+const IMAGE: &str = "application/vnd.docker.distribution.manifest.v2+json";
+
+/// Two registries, a work directory with the exports and digest files, and the credentials for both.
+struct World {
+    basic: TestRegistry,
+    token: TestRegistry,
+    work: TempDir,
+}
+
+impl World {
+    fn new() -> World {
+        World {
+            basic: TestRegistry::start(Auth::basic(USER, PASSWORD)),
+            token: TestRegistry::start(Auth::token(USER, PASSWORD)),
+            work: harness::temp_dir("manifest"),
+        }
+    }
+
+    fn registries(&self) -> [&TestRegistry; 2] {
+        [&self.basic, &self.token]
+    }
+
+    fn targets(&self) -> Vec<String> {
+        self.registries()
+            .iter()
+            .map(|r| r.reference(REPO))
+            .collect()
+    }
+
+    fn digest_dir(&self) -> PathBuf {
+        self.work.path().join("digests")
+    }
+
+    fn xtask(&self) -> Xtask {
+        Xtask::new()
+            .target_dir(self.work.path())
+            .env("REGISTRY_USERNAME", USER)
+            .env("REGISTRY_PASSWORD", PASSWORD)
+    }
+
+    /// A fresh export of linux/`arch` (layer sizes make it distinct) where `image push` reads it.
+    fn export(&self, arch: &str, layer_sizes: &[u64]) -> Export {
+        let dir = self.work.path().join(format!("image/linux-{arch}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        Export::write(&dir, arch, layer_sizes)
+    }
+
+    /// `image push` of linux/`arch` to `to`, which writes its digest file.
+    fn push(&self, arch: &str, to: &[String]) {
+        let mut args = vec![
+            "image".to_owned(),
+            "push".into(),
+            "--platform".into(),
+            format!("linux/{arch}"),
+            "--digest-dir".into(),
+            self.digest_dir().display().to_string(),
+        ];
+        for target in to {
+            args.extend(["--to".to_owned(), target.clone()]);
+        }
+        self.xtask().args(args).run().success();
+    }
+
+    /// Exports and pushes both platforms everywhere; returns (amd64, arm64).
+    fn release_images(&self, seed: u64) -> (Export, Export) {
+        let amd = self.export("amd64", &[20_000 + seed]);
+        let arm = self.export("arm64", &[30_000 + seed]);
+        self.push("amd64", &self.targets());
+        self.push("arm64", &self.targets());
+        (amd, arm)
+    }
+
+    fn manifest(&self, tag: &str, extra: &[&str]) -> Xtask {
+        let mut args = vec![
+            "image".to_owned(),
+            "manifest".into(),
+            "--digest-dir".into(),
+            self.digest_dir().display().to_string(),
+            "--tag".into(),
+            tag.into(),
+            "--platforms".into(),
+            "linux/amd64,linux/arm64".into(),
+        ];
+        for target in self.targets() {
+            args.extend(["--to".to_owned(), target]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        self.xtask().args(args)
+    }
+
+    /// Every tag in both registries with the digest skopeo reads for it.
+    fn tags(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for registry in self.registries() {
+            for tag in registry.tags(REPO).unwrap_or_default() {
+                let bytes = skopeo_raw(registry, &format!(":{tag}")).expect("a listed tag reads");
+                out.insert(
+                    format!("{} {tag}", registry.address),
+                    harness::sha256(&bytes),
+                );
+            }
+        }
+        out
+    }
+
+    /// How many requests each registry has logged so far.
+    fn marks(&self) -> [usize; 2] {
+        self.registries().map(|r| r.requests().len())
+    }
+
+    /// Writes (PUT, POST, PATCH, DELETE) each registry received since `marks`.
+    fn writes_since(&self, marks: [usize; 2]) -> Vec<String> {
+        self.registries()
+            .iter()
+            .zip(marks)
+            .flat_map(|(registry, mark)| {
+                registry
+                    .requests_since(mark)
+                    .into_iter()
+                    .filter(|r| matches!(r.method.as_str(), "PUT" | "POST" | "PATCH" | "DELETE"))
+                    .map(|r| format!("{} {} {}", registry.address, r.method, r.path))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+}
+
+/// `skopeo inspect --raw` of `REPO` + `suffix` (`:tag` or `@digest`); `None` when it is not there.
+fn skopeo_raw(registry: &TestRegistry, suffix: &str) -> Option<Vec<u8>> {
+    skopeo(registry, suffix, &["--raw"])
+}
+
+fn skopeo(registry: &TestRegistry, suffix: &str, flags: &[&str]) -> Option<Vec<u8>> {
+    let sh = Shell::new().unwrap();
+    let image = format!("docker://{}{suffix}", registry.reference(REPO));
+    let creds = registry.creds().map(|c| format!("--creds={c}"));
+    let output = cmd!(
+        sh,
+        "skopeo inspect --tls-verify=false {creds...} {flags...} {image}"
+    )
+    .quiet()
+    .ignore_status()
+    .output()
+    .unwrap();
+    if output.status.success() {
+        Some(output.stdout)
+    } else {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("manifest unknown") || stderr.contains("not found"),
+            "skopeo {image}: {stderr}"
+        );
+        None
+    }
+}
+
+/// A hash of every file (path and bytes) under `dir`: equal means byte-for-byte unchanged.
+fn tree_hash(dir: &Path) -> String {
+    fn walk(dir: &Path, root: &Path, files: &mut Vec<(PathBuf, Vec<u8>)>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        entries.sort();
+        for path in entries {
+            if path.is_dir() {
+                walk(&path, root, files);
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                files.push((path.strip_prefix(root).unwrap().to_owned(), bytes));
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(dir, dir, &mut files);
+    let mut hasher = Sha256::new();
+    for (path, bytes) in &files {
+        hasher.update(path.to_string_lossy().as_bytes());
+        hasher.update([0]);
+        hasher.update((bytes.len() as u64).to_le_bytes());
+        hasher.update(bytes);
+    }
+    format!("{} files, sha256:{:x}", files.len(), hasher.finalize())
+}
+
+fn failed(run: &Run, code: i32, fragments: &[&str]) {
+    assert_eq!(
+        run.code, code,
+        "stdout:\n{}\nstderr:\n{}",
+        run.stdout, run.stderr
+    );
+    for fragment in fragments {
+        assert!(
+            run.stderr.contains(fragment),
+            "{fragment:?} not in stderr:\n{}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn publishes_one_list_of_both_platforms_in_every_registry() {
+    let world = World::new();
+    let (amd, arm) = world.release_images(0);
+    let outputs = world.work.path().join("github-output");
+    let summary = world.work.path().join("github-summary");
+    let run = world
+        .manifest("latest", &[])
+        .env("GITHUB_OUTPUT", &outputs)
+        .env("GITHUB_STEP_SUMMARY", &summary)
+        .run()
+        .success();
+
+    // An independent client reads the same list, by tag, in both registries.
+    let raw = skopeo_raw(&world.basic, ":latest").unwrap();
+    assert_eq!(skopeo_raw(&world.token, ":latest").unwrap(), raw);
+    let digest = harness::sha256(&raw);
+    let list: Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(list["mediaType"], LIST);
+    assert_eq!(list["schemaVersion"], 2);
+    let entries: Vec<(String, String, String, String)> = list["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                format!(
+                    "{}/{}",
+                    m["platform"]["os"].as_str().unwrap(),
+                    m["platform"]["architecture"].as_str().unwrap()
+                ),
+                m["digest"].as_str().unwrap().to_owned(),
+                m["mediaType"].as_str().unwrap().to_owned(),
+                m["size"].to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            (
+                "linux/amd64".to_owned(),
+                amd.digest.clone(),
+                IMAGE.to_owned(),
+                amd.manifest.len().to_string()
+            ),
+            (
+                "linux/arm64".to_owned(),
+                arm.digest.clone(),
+                IMAGE.to_owned(),
+                arm.manifest.len().to_string()
+            ),
+        ]
+    );
+    // Each child is a v2s2 image whose config keeps the Healthcheck and names its platform.
+    for (platform, child, _, _) in &entries {
+        for registry in world.registries() {
+            let config = skopeo(registry, &format!("@{child}"), &["--config", "--raw"]).unwrap();
+            let config: Value = serde_json::from_slice(&config).unwrap();
+            assert!(
+                config["config"]["Healthcheck"]["Test"].is_array(),
+                "{config}"
+            );
+            assert_eq!(
+                format!(
+                    "{}/{}",
+                    config["os"].as_str().unwrap(),
+                    config["architecture"].as_str().unwrap()
+                ),
+                *platform
+            );
+        }
+    }
+
+    // The step outputs and the summary say what was published where.
+    let outputs = std::fs::read_to_string(&outputs).unwrap();
+    let outputs = support::parse_outputs(&outputs);
+    assert_eq!(outputs["tag"], "latest");
+    assert_eq!(outputs["digest"], digest);
+    assert_eq!(outputs["platforms"], "linux/amd64,linux/arm64");
+    let references: Vec<String> = serde_json::from_str(&outputs["references"]).unwrap();
+    let want: Vec<String> = world
+        .targets()
+        .iter()
+        .map(|t| format!("{t}:latest@{digest}"))
+        .collect();
+    assert_eq!(references, want);
+    for (registry, reference) in world.registries().iter().zip(&want) {
+        let key = format!("ref_{}", registry.address.replace(['.', ':'], "_"));
+        assert_eq!(&outputs[&key], reference);
+    }
+    let summary = std::fs::read_to_string(&summary).unwrap();
+    for fragment in [
+        "### Image `latest` published".to_owned(),
+        format!("Manifest list `{digest}`"),
+        format!("| linux/amd64 | `{}` |", amd.digest),
+        format!("| linux/arm64 | `{}` |", arm.digest),
+        format!(
+            "podman pull --tls-verify=false {}:latest",
+            world.targets()[1]
+        ),
+        "new tag".to_owned(),
+        "Durations: verify ".to_owned(),
+    ] {
+        assert!(summary.contains(&fragment), "{fragment:?} in\n{summary}");
+    }
+    assert!(
+        run.stdout.contains(&format!("published latest = {digest}")),
+        "{}",
+        run.stdout
+    );
+
+    // A rerun publishes the same bytes: same digest, nothing superseded, nothing deleted.
+    let marks = world.marks();
+    world.manifest("latest", &[]).run().success();
+    assert_eq!(
+        harness::sha256(&skopeo_raw(&world.basic, ":latest").unwrap()),
+        digest
+    );
+    assert!(
+        !world
+            .writes_since(marks)
+            .iter()
+            .any(|w| w.contains("DELETE")),
+        "{:?}",
+        world.writes_since(marks)
+    );
+
+    // New images: `latest` moves to the new list everywhere and the superseded one is pruned.
+    let (amd2, _) = world.release_images(1);
+    let run = world.manifest("latest", &[]).run().success();
+    let moved = skopeo_raw(&world.token, ":latest").unwrap();
+    assert_ne!(harness::sha256(&moved), digest);
+    assert!(String::from_utf8_lossy(&moved).contains(&amd2.digest));
+    for registry in world.registries() {
+        assert_eq!(
+            skopeo_raw(registry, &format!("@{digest}")),
+            None,
+            "{}",
+            run.stdout
+        );
+        assert_eq!(skopeo_raw(registry, &format!("@{}", amd.digest)), None);
+    }
+}
+
+/// Publishes a first `latest` and pushes a second pair of images, ready for a manifest that must fail.
+fn world_with_latest() -> (World, BTreeMap<String, String>) {
+    let world = World::new();
+    world.release_images(0);
+    world.manifest("latest", &[]).run().success();
+    world.manifest("1.0.0", &[]).run().success();
+    world.release_images(7);
+    let tags = world.tags();
+    assert_eq!(tags.len(), 4, "{tags:?}");
+    (world, tags)
+}
+
+#[test]
+fn a_missing_platform_digest_moves_no_tag_anywhere() {
+    let (world, before) = world_with_latest();
+    std::fs::remove_file(world.digest_dir().join("linux-arm64")).unwrap();
+    let marks = world.marks();
+    let run = world.manifest("latest", &[]).run();
+    failed(
+        &run,
+        3,
+        &[
+            "no digest for linux/arm64",
+            "linux-arm64 is missing",
+            "no tag was moved",
+        ],
+    );
+    assert_eq!(world.tags(), before);
+    assert_eq!(world.writes_since(marks), Vec::<String>::new());
+}
+
+#[test]
+fn a_child_of_the_wrong_architecture_moves_no_tag_anywhere() {
+    let (world, before) = world_with_latest();
+    // The arm64 job built amd64 by mistake: its digest file names the amd64 image as arm64.
+    let amd: Value =
+        serde_json::from_slice(&std::fs::read(world.digest_dir().join("linux-amd64")).unwrap())
+            .unwrap();
+    let mut wrong = amd.clone();
+    wrong["platform"]["architecture"] = "arm64".into();
+    std::fs::write(world.digest_dir().join("linux-arm64"), wrong.to_string()).unwrap();
+    let marks = world.marks();
+    let run = world.manifest("latest", &[]).run();
+    failed(
+        &run,
+        3,
+        &[
+            &format!(
+                "the image listed as linux/arm64 ({} in {}",
+                amd["digest"].as_str().unwrap(),
+                world.targets()[0]
+            ),
+            "is built for linux/amd64",
+            "--platform linux/arm64",
+            "no tag was moved",
+        ],
+    );
+    assert_eq!(world.tags(), before);
+    assert_eq!(world.writes_since(marks), Vec::<String>::new());
+}
+
+#[test]
+fn a_child_missing_in_one_registry_moves_no_tag_anywhere() {
+    let (world, before) = world_with_latest();
+    // A new arm64 image reaches only the first registry.
+    let arm = world.export("arm64", &[44_444]);
+    world.push("arm64", &world.targets()[..1]);
+    let marks = world.marks();
+    let run = world.manifest("latest", &[]).run();
+    failed(
+        &run,
+        4,
+        &[
+            &format!(
+                "linux/arm64 image {} is missing in {}",
+                arm.digest,
+                world.targets()[1]
+            ),
+            "no tag was moved",
+        ],
+    );
+    assert_eq!(world.tags(), before);
+    assert_eq!(world.writes_since(marks), Vec::<String>::new());
+}
+
+#[test]
+fn a_dry_run_leaves_every_registry_byte_for_byte_unchanged() {
+    let (world, before) = world_with_latest();
+    let storages: Vec<String> = world
+        .registries()
+        .iter()
+        .map(|r| tree_hash(&r.dir().join("storage")))
+        .collect();
+    let marks = world.marks();
+    let run = world.manifest("latest", &["--dry-run"]).run().success();
+    // It prints every call, in order: reads, the list by digest, the tags, the read-back, the prune.
+    let lines: Vec<&str> = run.stdout.lines().skip(1).map(str::trim).collect();
+    let kinds: Vec<String> = lines
+        .iter()
+        .map(|l| l.split_whitespace().next().unwrap_or("").to_owned())
+        .collect();
+    let want: Vec<&str> = [
+        vec!["GET"; 10],
+        vec!["PUT"; 4],
+        vec!["GET", "prune", "GET", "prune"],
+    ]
+    .concat();
+    assert_eq!(kinds, want, "{}", run.stdout);
+    let targets = world.targets();
+    assert!(
+        lines[12].contains(&format!("/manifests/latest  ({LIST}, ")),
+        "{}",
+        lines[12]
+    );
+    assert!(
+        lines[12].contains(&targets[0].replacen('/', "/v2/", 1)),
+        "{}",
+        lines[12]
+    );
+    assert!(
+        lines[13].contains(&targets[1].replacen('/', "/v2/", 1)),
+        "{}",
+        lines[13]
+    );
+
+    assert_eq!(
+        world
+            .registries()
+            .iter()
+            .map(|r| r.requests_since(0).len())
+            .collect::<Vec<_>>(),
+        marks.to_vec(),
+        "a dry run sends no request"
+    );
+    let after: Vec<String> = world
+        .registries()
+        .iter()
+        .map(|r| tree_hash(&r.dir().join("storage")))
+        .collect();
+    assert_eq!(after, storages);
+    assert_eq!(world.tags(), before);
+}
