@@ -3,7 +3,8 @@
 //! Phases: setup (packages, arm64 binfmt, a podman configuration that can start containers here, the local base
 //! images), then `cargo fmt --check`, the workflow lint (zizmor, schema), clippy with warnings denied, and every
 //! test; a summary gives each phase's time. Setup leaves `target/ci/env` (KEY=VALUE lines) for the tests, so
-//! `cargo test` after `cargo xtask ci --setup-only` finds the same images and configuration.
+//! `cargo test` after `cargo xtask ci --setup-only` finds the same images and configuration. The tests that need
+//! the bench (podman, base images) are `#[ignore]`d so a bare `cargo test` stays quick; ci runs them all.
 
 mod base_images;
 mod setup;
@@ -84,9 +85,15 @@ impl flags::Ci {
             .run()
             .is_ok();
         let test = if nextest {
-            cmd!(sh, "{cargo} nextest run --workspace --no-fail-fast")
+            cmd!(
+                sh,
+                "{cargo} nextest run --workspace --no-fail-fast --run-ignored all"
+            )
         } else {
-            cmd!(sh, "{cargo} test --workspace --no-fail-fast")
+            cmd!(
+                sh,
+                "{cargo} test --workspace --no-fail-fast -- --include-ignored"
+            )
         };
         type Check<'a> = Box<dyn FnOnce() -> anyhow::Result<()> + 'a>;
         let checks: [(&'static str, Check); 4] = [

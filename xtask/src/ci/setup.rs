@@ -40,6 +40,8 @@ pub const PACKAGES: [&str; 16] = [
 pub const RUST_BUILDER_VAR: &str = "XTASK_RUST_BUILDER";
 pub const BUSYBOX_AMD64_VAR: &str = "XTASK_BUSYBOX_AMD64";
 pub const BUSYBOX_ARM64_VAR: &str = "XTASK_BUSYBOX_ARM64";
+/// Build arguments for tests that build the app image: the Rust builder and an empty runtime base.
+pub const TEST_BUILD_ARGS_VAR: &str = "XTASK_TEST_BUILD_ARGS";
 
 /// `target/ci/env`: KEY=VALUE lines (also valid for `set -a; . target/ci/env`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -53,7 +55,8 @@ impl BenchEnv {
             "# Written by `cargo xtask ci`: what the tests need to find the test bench.\n",
         );
         for (key, value) in &self.vars {
-            out.push_str(&format!("{key}={value}\n"));
+            // Single-quoted so `set -a; . target/ci/env` keeps values with spaces whole.
+            out.push_str(&format!("{key}='{}'\n", value.replace('\'', r"'\''")));
         }
         out
     }
@@ -64,7 +67,7 @@ impl BenchEnv {
             .map(str::trim)
             .filter(|line| !line.is_empty() && !line.starts_with('#'))
             .filter_map(|line| line.split_once('='))
-            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+            .map(|(k, v)| (k.trim().to_owned(), unquote(v.trim())))
             .collect();
         BenchEnv { vars }
     }
@@ -79,6 +82,14 @@ impl BenchEnv {
     fn write(&self, dir: &Path) -> anyhow::Result<()> {
         let path = dir.join("env");
         std::fs::write(&path, self.render()).with_context(|| format!("write {}", path.display()))
+    }
+}
+
+/// Undoes the single quoting of `render` (a bare value is taken as it is).
+fn unquote(value: &str) -> String {
+    match value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) {
+        Some(inner) => inner.replace(r"'\''", "'"),
+        None => value.to_owned(),
     }
 }
 
@@ -361,6 +372,13 @@ pub fn run(sh: &Shell, dir: &Path) -> anyhow::Result<BenchEnv> {
         BUSYBOX_ARM64_VAR.into(),
         base_images::busybox(Platform::LINUX_ARM64),
     );
+    env.vars.insert(
+        TEST_BUILD_ARGS_VAR.into(),
+        format!(
+            "RUST_IMAGE={} RUNTIME_IMAGE=scratch",
+            base_images::RUST_BUILDER
+        ),
+    );
     env.write(dir)?;
     Ok(env)
 }
@@ -428,12 +446,20 @@ mod tests {
                     RUST_BUILDER_VAR.to_owned(),
                     base_images::RUST_BUILDER.to_owned(),
                 ),
+                (
+                    TEST_BUILD_ARGS_VAR.to_owned(),
+                    "RUST_IMAGE=a RUNTIME_IMAGE=it's".to_owned(),
+                ),
             ]
             .into(),
         };
         let text = env.render();
         assert!(
-            text.contains("\nXTASK_RUST_BUILDER=localhost/xtask/rust-builder:trixie\n"),
+            text.contains("\nXTASK_RUST_BUILDER='localhost/xtask/rust-builder:trixie'\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r"XTASK_TEST_BUILD_ARGS='RUST_IMAGE=a RUNTIME_IMAGE=it'\''s'"),
             "{text}"
         );
         assert_eq!(BenchEnv::parse(&text), env);
