@@ -109,6 +109,9 @@ xflags::xflags! {
                 repeated --to to: String
                 /// Really delete; without it, only list what would be deleted.
                 optional --yes
+                /// Also consider this manifest (sha256:…) and what it lists, e.g. one a failed prune reported; repeatable.
+                /// Needed on registries that cannot list untagged manifests (distribution, Docker Hub).
+                repeated --digest digest: String
                 /// Registry host that may be reached over plain HTTP; repeatable.
                 repeated --insecure-registry insecure_registry: String
             }

@@ -14,8 +14,6 @@
 //! Backends, chosen per target ([`Kind`]): GHCR through GitHub's packages API ([`ghcr`]), Docker Hub through its
 //! API and registry DELETE ([`dockerhub`]), any other registry through the distribution API ([`oci`]).
 
-// The manifest stage and `image prune` call in once the registry client they share has landed.
-#![allow(dead_code)]
 
 pub mod api;
 pub mod dockerhub;
@@ -35,7 +33,114 @@ use anyhow::Context;
 pub use oci::{Fetched, Registry};
 use plan::Snapshot;
 
+use crate::github::Github;
+use crate::registry::client;
 use crate::registry::{Credentials, Reference};
+use crate::{exit, flags};
+
+impl flags::Prune {
+    pub fn run(self, sh: &xshell::Shell) -> anyhow::Result<()> {
+        let targets = if self.to.is_empty() {
+            crate::config::ImageConfig::load(sh)?.targets
+        } else {
+            self.to.clone()
+        };
+        let targets = crate::image::manifest::parse_targets(&targets)?;
+        for digest in &self.digest {
+            if !oci::is_digest(digest) {
+                return Err(exit::invalid(format!(
+                    "--digest {digest:?} is not a digest; give sha256: and 64 lowercase hex digits"
+                )));
+            }
+        }
+        let access = Access::from_process(sh, &targets)?;
+        let env = crate::registry::Env::from_process();
+        let mut options = client::Options::from_env(self.insecure_registry.clone());
+        options.purpose = "prune";
+        let gh = Github::from_env();
+        let mut failed = Vec::new();
+        for target in &targets {
+            let found = crate::registry::credentials::lookup(
+                sh,
+                &target.registry,
+                &target.repository,
+                &env,
+            )?;
+            let connected = Connected {
+                client: client::Registry::new(target, found, options.clone()),
+            };
+            let report = remove_untagged(&connected, target, &access, &self.digest, self.yes);
+            print!("{}", report.text(self.yes));
+            for warning in report.warnings() {
+                gh.warning("image prune", &warning);
+            }
+            gh.append_summary(&report.markdown())?;
+            if report.failed() {
+                failed.push(target.to_string());
+            }
+        }
+        if !self.yes {
+            println!("nothing was deleted; run again with --yes to delete what is listed");
+        }
+        if !failed.is_empty() {
+            return Err(exit::registry_failed(format!(
+                "prune did not finish in {}; see the failures above, fix them and run it again (it is safe to repeat)",
+                failed.join(", ")
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The project's registry client for one target, as pruning uses it.
+struct Connected {
+    client: client::Registry,
+}
+
+impl Registry for Connected {
+    fn tags(&self, target: &Reference) -> anyhow::Result<Vec<String>> {
+        self.client.list_tags(&target.repository)
+    }
+
+    fn resolve(&self, target: &Reference, tag: &str) -> anyhow::Result<Option<String>> {
+        Ok(self
+            .client
+            .head_manifest(&target.repository, tag)?
+            .map(|info| info.digest))
+    }
+
+    fn fetch(&self, target: &Reference, reference: &str) -> anyhow::Result<Option<Fetched>> {
+        Ok(self
+            .client
+            .get_manifest(&target.repository, reference)?
+            .map(|m| Fetched {
+                digest: m.digest,
+                media_type: m.media_type,
+                bytes: m.bytes,
+            }))
+    }
+
+    fn store(&self, target: &Reference, manifest: &Fetched) -> anyhow::Result<()> {
+        self.client.put_manifest(
+            &target.repository,
+            &manifest.digest,
+            &manifest.media_type,
+            &manifest.bytes,
+        )?;
+        Ok(())
+    }
+
+    fn delete(&self, target: &Reference, digest: &str) -> anyhow::Result<Removal> {
+        Ok(match self.client.delete_manifest(&target.repository, digest)? {
+            client::DeleteOutcome::Deleted => Removal::Deleted,
+            client::DeleteOutcome::NotFound => Removal::Gone,
+            client::DeleteOutcome::Unsupported => Removal::Refused {
+                status: 405,
+                message: format!("{target} does not delete manifests (405 UNSUPPORTED)"),
+            },
+        })
+    }
+}
 
 /// Which API deletes manifests in a target registry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -238,6 +343,40 @@ impl PruneReport {
 
     pub fn failed(&self) -> bool {
         !self.failures.is_empty()
+    }
+
+    /// Plain text for the terminal.
+    pub fn text(&self, yes: bool) -> String {
+        let mut out = format!("prune {}", self.target);
+        if !self.backend.is_empty() {
+            out.push_str(&format!(" (through the {})", self.backend));
+        }
+        out.push_str(":\n");
+        for digest in &self.would_delete {
+            out.push_str(&format!("  would delete {digest}\n"));
+        }
+        for digest in &self.deleted {
+            out.push_str(&format!("  deleted {digest}\n"));
+        }
+        for digest in &self.restored {
+            out.push_str(&format!("  put back {digest} (a tag needs it again)\n"));
+        }
+        if !self.kept.is_empty() {
+            out.push_str(&format!(
+                "  kept {} manifest(s) that tags use\n",
+                self.kept.len()
+            ));
+        }
+        if yes && self.deleted.is_empty() && self.failures.is_empty() {
+            out.push_str("  nothing deleted\n");
+        }
+        for note in &self.notes {
+            out.push_str(&format!("  note: {note}\n"));
+        }
+        for failure in &self.failures {
+            out.push_str(&format!("  FAILED: {failure}\n"));
+        }
+        out
     }
 
     /// A Markdown section for GITHUB_STEP_SUMMARY.

@@ -77,10 +77,6 @@ impl Api {
         self.token = token;
     }
 
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
     /// `base` + `path` (a path starting with `/`), or `path` itself when it is an absolute URL on the same origin.
     pub fn url(&self, path: &str) -> anyhow::Result<String> {
         if path.starts_with("http://") || path.starts_with("https://") {

@@ -169,15 +169,22 @@ impl Backend for DockerHub<'_> {
     }
 
     fn delete(&mut self, digest: &str) -> anyhow::Result<Removal> {
-        Ok(match self.registry.delete(self.target, digest)? {
-            Removal::Refused { status: 403, .. } => Removal::Refused {
-                status: 403,
-                message: format!(
-                    "Docker Hub refuses to delete {digest}: a tag or another index still references it"
-                ),
-            },
+        let refused = || Removal::Refused {
+            status: 403,
+            message: format!(
+                "Docker Hub refuses to delete {digest}: a tag or another index still references it"
+            ),
+        };
+        match self.registry.delete(self.target, digest) {
+            Ok(Removal::Refused { status: 403, .. }) => Ok(refused()),
+            // The registry client reports statuses it does not expect as errors; 403 is Docker Hub's answer here.
+            Err(err) if format!("{err:#}").contains("HTTP 403") => Ok(refused()),
+            Err(err) if format!("{err:#}").contains("HTTP 500") => Err(err.context(
+                "Docker Hub documents a 500 on manifest deletion as retried in the background; \
+                 check again later with `cargo xtask image prune`",
+            )),
             other => other,
-        })
+        }
     }
 }
 

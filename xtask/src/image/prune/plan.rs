@@ -65,12 +65,6 @@ pub struct Plan {
     pub keep: Vec<(String, Keep)>,
 }
 
-impl Plan {
-    pub fn is_empty(&self) -> bool {
-        self.delete.is_empty()
-    }
-}
-
 impl Snapshot {
     /// Every manifest that must stay, with the first reason found (tags in name order).
     pub fn protected(&self, new: Option<&str>) -> BTreeMap<String, Keep> {
