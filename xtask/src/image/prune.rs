@@ -14,7 +14,6 @@
 //! Backends, chosen per target ([`Kind`]): GHCR through GitHub's packages API ([`ghcr`]), Docker Hub through its
 //! API and registry DELETE ([`dockerhub`]), any other registry through the distribution API ([`oci`]).
 
-
 pub mod api;
 pub mod dockerhub;
 pub mod ghcr;
@@ -131,14 +130,16 @@ impl Registry for Connected {
     }
 
     fn delete(&self, target: &Reference, digest: &str) -> anyhow::Result<Removal> {
-        Ok(match self.client.delete_manifest(&target.repository, digest)? {
-            client::DeleteOutcome::Deleted => Removal::Deleted,
-            client::DeleteOutcome::NotFound => Removal::Gone,
-            client::DeleteOutcome::Unsupported => Removal::Refused {
-                status: 405,
-                message: format!("{target} does not delete manifests (405 UNSUPPORTED)"),
+        Ok(
+            match self.client.delete_manifest(&target.repository, digest)? {
+                client::DeleteOutcome::Deleted => Removal::Deleted,
+                client::DeleteOutcome::NotFound => Removal::Gone,
+                client::DeleteOutcome::Unsupported => Removal::Refused {
+                    status: 405,
+                    message: format!("{target} does not delete manifests (405 UNSUPPORTED)"),
+                },
             },
-        })
+        )
     }
 }
 
@@ -608,6 +609,7 @@ fn superseded(
     }
     let snapshot = reader.snapshot(backend.as_mut())?;
     let plan = plan::superseded(&snapshot, old, new);
+    let planned: Vec<String> = plan.delete.iter().map(|d| d.digest.clone()).collect();
     let result = execute(
         &mut reader,
         backend.as_mut(),
@@ -619,6 +621,16 @@ fn superseded(
             Ok(plan::superseded(&snapshot, old, new))
         },
     );
+    let left: Vec<&String> = planned
+        .iter()
+        .filter(|d| !report.deleted.contains(d))
+        .collect();
+    if (result.is_err() || report.failed()) && !left.is_empty() {
+        let digests: String = left.iter().map(|d| format!(" --digest {d}")).collect();
+        report.notes.push(format!(
+            "once fixed, finish with: cargo xtask image prune --to {target}{digests} --yes"
+        ));
+    }
     result
 }
 

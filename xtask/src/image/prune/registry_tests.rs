@@ -316,6 +316,14 @@ fn deletion_disabled_is_reported_not_fatal() {
     );
     // The children of an index that could not be deleted are kept, so nothing is left broken.
     assert_eq!(report.failures.len(), 1, "{report:#?}");
+    let hint = format!(
+        "cargo xtask image prune --to {target} --digest {}",
+        a.digest()
+    );
+    assert!(
+        report.notes.iter().any(|n| n.contains(&hint)),
+        "{report:#?}"
+    );
     for child in a.children() {
         assert_eq!(plain.head(&target, &child), 200);
     }
