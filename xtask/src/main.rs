@@ -44,7 +44,6 @@ fn run() -> anyhow::Result<()> {
             flags::ImageCmd::Push(cmd) => cmd.run(&sh),
             flags::ImageCmd::Release(cmd) => cmd.run(&sh),
             flags::ImageCmd::Prune(cmd) => cmd.run(&sh),
-            _ => anyhow::bail!("this image stage is not available yet"),
         },
         flags::XtaskCmd::Bench(_) => anyhow::bail!("`cargo xtask bench` is not available yet"),
     }
