@@ -356,8 +356,7 @@ fn dispatch_with_skip_push_builds_and_writes_no_registry() {
 
 /// Publishes through the whole workflow and checks the result in both registries: the tag, the same list digest
 /// in both, both platforms in the list, and which tags exist.
-fn publish(case: &str, event: Event, tag: &str, want_tags: &[&str]) -> (Bench, String) {
-    let bench = Bench::new(case);
+fn publish(bench: &Bench, event: Event, tag: &str, want_tags: &[&str]) -> String {
     let outcome = bench.run(&event, test_bench());
     for job in ["prepare", "build", "manifest"] {
         assert_eq!(outcome.job(job), Status::Success, "{job}");
@@ -395,27 +394,48 @@ fn publish(case: &str, event: Event, tag: &str, want_tags: &[&str]) -> (Bench, S
         outcome.summary.contains(tag),
         "the job summary names the tag"
     );
-    (bench, ghcr_digest)
+    ghcr_digest
 }
 
 #[test]
-#[ignore = "publishing needs `image manifest` to publish through the registry client, which has not landed yet"]
-fn push_to_main_publishes_latest() {
+fn push_to_main_publishes_latest_and_the_next_push_prunes_it() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    publish(
-        "main",
+    let bench = Bench::new("main");
+    let first = publish(
+        &bench,
         Event::push("refs/heads/main", SHA),
         "latest",
         &["latest"],
     );
+    // The next commit on main: a new list (its created label differs), and the one `latest` left is deleted.
+    let second = publish(
+        &bench,
+        Event::push(
+            "refs/heads/main",
+            "6a2f3e4d5c6b7a8998a7b6c5d4e3f2a1b0c9d8e7",
+        ),
+        "latest",
+        &["latest"],
+    );
+    assert_ne!(first, second);
+    for (registry, repository) in [(&bench.ghcr, GHCR_REPO), (&bench.hub, HUB_REPO)] {
+        let (status, _, _) = get(&format!(
+            "http://{}/v2/{repository}/manifests/{first}",
+            registry.address
+        ));
+        assert_eq!(
+            status, 404,
+            "the superseded list is pruned in {}",
+            registry.address
+        );
+    }
 }
 
 #[test]
-#[ignore = "publishing needs `image manifest` to publish through the registry client, which has not landed yet"]
 fn push_of_v1_2_3_publishes_the_version_and_not_latest() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     publish(
-        "release",
+        &Bench::new("release"),
         Event::push("refs/tags/v1.2.3", SHA),
         "1.2.3",
         &["1.2.3"],
@@ -423,11 +443,10 @@ fn push_of_v1_2_3_publishes_the_version_and_not_latest() {
 }
 
 #[test]
-#[ignore = "publishing needs `image manifest` to publish through the registry client, which has not landed yet"]
 fn dispatch_with_a_tag_publishes_that_tag() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     publish(
-        "dispatch",
+        &Bench::new("dispatch"),
         Event::dispatch(
             "refs/heads/main",
             SHA,

@@ -135,6 +135,11 @@ pub fn run(workflow: &Path, xtask: &Path, event: &Event, local: &Local, work: &P
     let root = super::root();
     let wf: Value = serde_norway::from_str(&std::fs::read_to_string(workflow).unwrap()).unwrap();
     let jobs = wf["jobs"].as_mapping().unwrap();
+    // Each run has its own outputs and artifacts, as each workflow run on GitHub does.
+    let work = work.join(format!(
+        "run-{}",
+        std::fs::read_dir(work).map_or(0, Iterator::count)
+    ));
     let artifacts = work.join("artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
     let hand_off_dirs = artifact_dirs(&wf, &root);
