@@ -787,11 +787,19 @@ pub fn publish(
     }
     durations.push_list = started.elapsed();
 
-    // 3. The tag, everywhere. Should a later target refuse, the earlier ones get their previous manifest back.
+    // 3. The tag, everywhere. Should a target refuse, it and the earlier ones get their previous manifest back:
+    // a failed move may still have happened (the registry wrote it, then the answer was lost), and putting the
+    // previous manifest back where it did not is harmless.
     let started = Instant::now();
     for (index, target) in request.targets.iter().enumerate() {
         if let Err(err) = put(registry, target, &request.tag, &list, log) {
-            let restored = restore(registry, request, &request.targets[..index], &previous, log);
+            let restored = restore(
+                registry,
+                request,
+                &request.targets[..=index],
+                &previous,
+                log,
+            );
             return Err(err).with_context(|| {
                 format!(
                     "move tag {} to {} in {target}; {restored}",
@@ -812,9 +820,19 @@ pub fn publish(
             reference: request.tag.clone(),
         };
         log(&call);
-        let now = registry
-            .manifest(target, &request.tag)
-            .with_context(|| format!("read back tag {} in {target}", request.tag))?;
+        let now = match registry.manifest(target, &request.tag) {
+            Ok(now) => now,
+            Err(err) => {
+                // Every registry acknowledged its move with the list's digest, so the publish happened; undoing
+                // it through a registry that cannot even be read would leave the registries disagreeing. Only
+                // the check for a concurrent release is lost, and pruning waits for a run that can read it.
+                eprintln!(
+                    "warning: could not read back tag {} in {target} after it was moved there: {err:#}",
+                    request.tag
+                );
+                continue;
+            }
+        };
         let now_digest = now.as_ref().map(|m| sha256_digest(&m.bytes));
         if now_digest.as_deref() != Some(list.digest.as_str()) {
             return Err(exit::registry_failed(format!(
@@ -884,11 +902,10 @@ fn restore(
     previous: &[Previous],
     log: &mut dyn FnMut(&Call),
 ) -> String {
-    if moved.is_empty() {
-        return "no tag was moved in any registry".into();
-    }
     let mut notes = Vec::new();
-    for (target, before) in moved.iter().zip(previous) {
+    // The last target is the one whose move failed: it may or may not have moved.
+    let failed = moved.len().saturating_sub(1);
+    for (index, (target, before)) in moved.iter().zip(previous).enumerate() {
         match &before.fetched {
             Some(old) => {
                 log(&Call::PutManifest {
@@ -902,18 +919,28 @@ fn restore(
                         "{target}: tag put back to {}",
                         short(&sha256_digest(&old.bytes))
                     )),
+                    Err(err) if index == failed => notes.push(format!(
+                        "{target}: if the failed move went through after all, the tag could not be put back \
+                         ({err:#}); check `skopeo inspect --raw docker://{target}:{}`",
+                        request.tag
+                    )),
                     Err(err) => notes.push(format!(
                         "{target}: tag already moved and could not be put back ({err:#})"
                     )),
                 }
             }
+            None if index == failed => notes.push(format!(
+                "{target}: tag {} did not exist there; if the failed move went through after all, it names the \
+                 new list",
+                request.tag
+            )),
             None => notes.push(format!(
                 "{target}: tag {} is new there and stays on the new list",
                 request.tag
             )),
         }
     }
-    format!("already moved elsewhere: {}", notes.join("; "))
+    format!("tags put back: {}", notes.join("; "))
 }
 
 /// Checks one child in one target: the manifest is there, is what the digest file says, and its config's
