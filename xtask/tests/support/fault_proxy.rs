@@ -72,6 +72,8 @@ pub struct Rule {
     /// A substring of the request target (`/manifests/latest`, `/blobs/uploads/`).
     pub path_contains: Option<String>,
     pub fault: Fault,
+    /// How many matching requests pass untouched before it applies (the read-back, not the first read).
+    pub skip: u32,
     /// How many more requests it applies to; `None`: all of them.
     pub remaining: Option<u32>,
 }
@@ -569,6 +571,10 @@ fn choose(state: &mut State, head: &RequestHead) -> Option<Fault> {
                 .is_none_or(|p| head.target.contains(p))
             && rule.fault.applies_to(head)
             && rule.remaining != Some(0);
+        if matches && rule.skip > 0 {
+            rule.skip -= 1;
+            continue;
+        }
         if matches {
             if let Some(n) = &mut rule.remaining {
                 *n -= 1;
