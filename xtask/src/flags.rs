@@ -43,7 +43,7 @@ xflags::xflags! {
                 repeated --build-arg build_arg: String
                 /// Local image name; each platform is tagged <tag>-<arch>; default: localhost/<configured name>:local.
                 optional --tag tag: String
-                /// Registry repository used as a layer cache (--cache-from/--cache-to).
+                /// Registry repository used as a layer cache (ghcr.io/owner/app-cache); default: cache-repo in [package.metadata.image]; when it cannot be written the build warns and goes on without it.
                 optional --cache-repo cache_repo: String
                 /// Print the commands that would run, one per line, and run nothing.
                 optional --dry-run

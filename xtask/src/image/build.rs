@@ -16,10 +16,21 @@ use sha2::{Digest, Sha256};
 use xshell::{cmd, Shell};
 
 use crate::config::{ImageConfig, Platform};
+use crate::registry::client::{Options, Registry};
+use crate::registry::credentials::{self, Env, Source};
+use crate::registry::reference::allows_plain_http;
+use crate::registry::retry::Policy;
+use crate::registry::Reference;
 use crate::{exit, flags};
 
 /// Build arguments the pipeline sets itself, per platform; a user value would contradict `--platform`.
 const RESERVED_ARGS: [&str; 2] = ["BUILDPLATFORM", "TARGETARCH"];
+
+/// How long the layer cache may take to answer before the build goes on without it.
+const CACHE_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// sha256 of zero bytes: the blob the cache probe uploads (harmless, and the same every time).
+const EMPTY_BLOB: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 /// What the caller asks for (from `image build` or `image release` flags).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -180,6 +191,15 @@ impl BuildPlan {
         label("revision", facts.revision.as_deref());
         label("created", Some(&rfc3339(facts.created)));
 
+        let cache_repo = request
+            .cache_repo
+            .clone()
+            .or_else(|| config.cache_repo.clone());
+        if let Some(repo) = &cache_repo {
+            Reference::parse(repo)
+                .context("--cache-repo (or cache-repo in [package.metadata.image])")?;
+        }
+
         let image = match &request.tag {
             Some(tag) if !tag.trim().is_empty() => tag.trim().to_owned(),
             Some(_) => return Err(exit::invalid("--tag must not be empty")),
@@ -194,10 +214,7 @@ impl BuildPlan {
             labels,
             image,
             out_dir: facts.target_dir.join("image"),
-            cache_repo: request
-                .cache_repo
-                .clone()
-                .or_else(|| config.cache_repo.clone()),
+            cache_repo,
         })
     }
 
@@ -245,14 +262,47 @@ impl BuildPlan {
         }
         if let Some(repo) = &self.cache_repo {
             argv.extend([
+                "--layers".into(),
                 "--cache-from".into(),
                 repo.clone(),
                 "--cache-to".into(),
                 repo.clone(),
             ]);
+            // podman has no per-registry switch: for a loopback cache (plain HTTP) TLS verification is off for
+            // the whole build, base image pulls included.
+            if Reference::parse(repo)
+                .is_ok_and(|r| allows_plain_http(&r.api_host, &r.registry, &[]))
+            {
+                argv.push("--tls-verify=false".into());
+            }
         }
         argv.push(self.context.display().to_string());
         argv
+    }
+
+    /// Keeps the layer cache only if it can be read and written now; otherwise warns and builds without it. A
+    /// missing or unreachable cache must never fail a build, and podman fails a build whose `--cache-to` push is
+    /// refused, so the probe writes: it uploads the empty blob (one attempt, short timeouts). Credentials found in
+    /// the environment are handed to podman with `podman login` (secret on stdin), since podman reads only its
+    /// auth files.
+    pub fn check_cache(&mut self, sh: &Shell, env: &Env) {
+        let Some(repo) = self.cache_repo.clone() else {
+            return;
+        };
+        let started = Instant::now();
+        match probe_cache(sh, &repo, &self.out_dir, env) {
+            Ok(()) => println!(
+                "==> layer cache {repo}: usable (checked in {:.1} s)",
+                started.elapsed().as_secs_f64()
+            ),
+            Err(err) => {
+                eprintln!(
+                    "warning: the layer cache {repo} cannot be used ({err:#}); building without it, so every \
+                     step runs unless podman's local storage has it"
+                );
+                self.cache_repo = None;
+            }
+        }
     }
 
     /// `podman push` into the export directory, gzip layers and a v2s2 manifest, as the registries will get them.
@@ -268,6 +318,41 @@ impl BuildPlan {
             format!("dir:{}", self.export_dir(platform).display()),
         ]
     }
+}
+
+fn probe_cache(sh: &Shell, repo: &str, scratch_dir: &Path, env: &Env) -> anyhow::Result<()> {
+    let target = Reference::parse(repo)?;
+    let found = credentials::lookup(sh, &target.registry, &target.repository, env)?;
+    let login = found
+        .as_ref()
+        .filter(|found| matches!(found.source, Source::Env { .. }))
+        .map(|found| found.credentials.clone());
+    let options = Options {
+        policy: Policy {
+            attempts: 1,
+            ..Policy::default()
+        },
+        connect_timeout: CACHE_PROBE_TIMEOUT,
+        io_timeout: CACHE_PROBE_TIMEOUT,
+        purpose: "write to the layer cache at",
+        ..Options::default()
+    };
+    let registry = Registry::new(&target, found, options);
+    std::fs::create_dir_all(scratch_dir)
+        .with_context(|| format!("create {}", scratch_dir.display()))?;
+    let empty = scratch_dir.join(".cache-probe");
+    std::fs::write(&empty, b"").with_context(|| format!("write {}", empty.display()))?;
+    registry.upload_blob(&target.repository, EMPTY_BLOB, &empty, None)?;
+    if let Some(credentials) = login {
+        let (user, host) = (&credentials.username, &target.registry);
+        cmd!(sh, "podman login --username {user} --password-stdin {host}")
+            .stdin(credentials.secret.as_bytes())
+            .quiet()
+            .ignore_stdout()
+            .run()
+            .with_context(|| format!("podman login {host} for the layer cache"))?;
+    }
+    Ok(())
 }
 
 /// `<out_dir>/<os>-<arch>`: where `image build` leaves a platform's export and `image push` finds it.
@@ -441,6 +526,8 @@ impl flags::Build {
             return Ok(());
         }
         require_podman()?;
+        let mut plan = plan;
+        plan.check_cache(sh, &Env::from_process());
         let mut built = Vec::new();
         for &platform in &plan.platforms {
             built.push(build_platform(sh, &plan, platform)?);
@@ -526,7 +613,22 @@ mod tests {
                      --build-arg TARGETARCH=amd64 --build-arg RUNTIME_IMAGE=localhost/bb:amd64 \
                      --build-arg RUST_IMAGE=localhost/rb:1 {labels} \
                      --label org.opencontainers.image.version=2.0.0 \
-                     --cache-from ghcr.io/o/cache --cache-to ghcr.io/o/cache /src"
+                     --layers --cache-from ghcr.io/o/cache --cache-to ghcr.io/o/cache /src"
+                ),
+            ),
+            (
+                BuildRequest {
+                    cache_repo: Some("127.0.0.1:5000/bench/cache".into()),
+                    ..BuildRequest::default()
+                },
+                Platform::LINUX_AMD64,
+                format!(
+                    "podman build --format docker --platform linux/amd64 --network=host --file /src/Containerfile \
+                     --tag localhost/app:local-amd64 --build-arg BUILDPLATFORM=linux/amd64 \
+                     --build-arg TARGETARCH=amd64 --build-arg RUNTIME_IMAGE=scratch {labels} \
+                     --label org.opencontainers.image.version=1.2.3 --layers \
+                     --cache-from 127.0.0.1:5000/bench/cache --cache-to 127.0.0.1:5000/bench/cache \
+                     --tls-verify=false /src"
                 ),
             ),
         ];
@@ -590,6 +692,113 @@ mod tests {
             assert_eq!(exit::code_of(&err), 2);
             assert!(err.to_string().contains(mention), "{err}");
         }
+    }
+
+    #[test]
+    fn a_cache_repo_must_be_a_repository() {
+        for repo in ["ghcr.io/o/cache:tag", "", "https://ghcr.io/o/cache"] {
+            let request = BuildRequest {
+                cache_repo: Some(repo.into()),
+                ..BuildRequest::default()
+            };
+            let err = BuildPlan::new(&config(), &request, &facts()).unwrap_err();
+            assert_eq!(exit::code_of(&err), 2, "{repo}");
+            assert!(format!("{err:#}").contains("--cache-repo"), "{err:#}");
+        }
+    }
+
+    /// A docker-registry on a free loopback port with `extra` YAML under `storage:`; killed on drop.
+    struct Distribution(std::process::Child, PathBuf);
+
+    impl Distribution {
+        fn start(name: &str, storage_extra: &str) -> (Distribution, String) {
+            let binary =
+                crate::image::local_registry::find_binary(std::env::var_os("PATH").as_deref())
+                    .expect("docker-registry is installed (apt-get install docker-registry)");
+            let dir =
+                std::env::temp_dir().join(format!("xtask-cache-{name}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let address = format!(
+                "127.0.0.1:{}",
+                crate::image::local_registry::free_port().unwrap()
+            );
+            let config = dir.join("config.yml");
+            std::fs::write(
+                &config,
+                format!(
+                    "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n{storage_extra}\
+                     http:\n  addr: {address}\n",
+                    dir.join("data").display()
+                ),
+            )
+            .unwrap();
+            let child = std::process::Command::new(binary)
+                .arg("serve")
+                .arg(&config)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let started = Instant::now();
+            while std::net::TcpStream::connect(&address).is_err() {
+                assert!(
+                    started.elapsed() < Duration::from_secs(20),
+                    "registry did not start"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            (Distribution(child, dir), address)
+        }
+    }
+
+    impl Drop for Distribution {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+            let _ = std::fs::remove_dir_all(&self.1);
+        }
+    }
+
+    #[test]
+    fn the_cache_is_kept_only_when_it_can_be_written() {
+        let sh = Shell::new().unwrap();
+        let scratch =
+            std::env::temp_dir().join(format!("xtask-cache-probe-{}", std::process::id()));
+        let (_writable, writable) = Distribution::start("rw", "");
+        let (_read_only, read_only) =
+            Distribution::start("ro", "  maintenance:\n    readonly:\n      enabled: true\n");
+        let closed = format!(
+            "127.0.0.1:{}",
+            crate::image::local_registry::free_port().unwrap()
+        );
+        let cases = [
+            (format!("{writable}/bench/cache"), true),
+            (format!("{read_only}/bench/cache"), false),
+            (format!("{closed}/bench/cache"), false),
+        ];
+        for (repo, kept) in cases {
+            let mut plan = BuildPlan::new(
+                &config(),
+                &BuildRequest {
+                    cache_repo: Some(repo.clone()),
+                    ..BuildRequest::default()
+                },
+                &facts(),
+            )
+            .unwrap();
+            plan.out_dir = scratch.clone();
+            let started = Instant::now();
+            plan.check_cache(&sh, &Env::default());
+            assert_eq!(plan.cache_repo.is_some(), kept, "{repo}");
+            assert!(
+                started.elapsed() < CACHE_PROBE_TIMEOUT * 2,
+                "{repo}: {:?}",
+                started.elapsed()
+            );
+            let argv = plan.build_argv(Platform::LINUX_AMD64).join(" ");
+            assert_eq!(argv.contains("--cache-from"), kept, "{argv}");
+        }
+        let _ = std::fs::remove_dir_all(&scratch);
     }
 
     #[test]
