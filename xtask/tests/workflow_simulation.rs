@@ -12,13 +12,19 @@ use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use support::simulate::{self, Event, Local, Outcome, Status};
 
-/// The simulated jobs share this checkout's target/ (digests, exports): one simulation at a time.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+/// The simulated jobs share this checkout's target/ (digests, exports) and the local image tags: one simulation at
+/// a time, across test processes too (nextest runs each test in its own process). The lock ends with the file.
+fn one_at_a_time() -> std::fs::File {
+    let dir = support::root().join("target/tests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let lock = std::fs::File::create(dir.join("workflow-simulation.lock")).unwrap();
+    lock.lock().unwrap();
+    lock
+}
 
 const SHA: &str = "5f1e2d3c4b5a69788796a5b4c3d2e1f0a9b8c7d6";
 
@@ -280,7 +286,7 @@ fn test_bench() -> BenchSetup {
 
 #[test]
 fn push_of_v1_0_fails_in_prepare_and_builds_nothing() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = one_at_a_time();
     let bench = Bench::new("v1-0");
     let outcome = bench.run(&Event::push("refs/tags/v1.0", SHA), BenchSetup::default());
     assert_eq!(outcome.job("prepare"), Status::Failed);
@@ -301,7 +307,7 @@ fn push_of_v1_0_fails_in_prepare_and_builds_nothing() {
 
 #[test]
 fn dispatch_with_a_version_like_tag_name_fails_in_prepare() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = one_at_a_time();
     let bench = Bench::new("dispatch-version");
     let event = Event::dispatch(
         "refs/heads/main",
@@ -322,7 +328,7 @@ fn dispatch_with_a_version_like_tag_name_fails_in_prepare() {
 
 #[test]
 fn dispatch_with_skip_push_builds_and_writes_no_registry() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = one_at_a_time();
     let bench = Bench::new("skip-push");
     let event = Event::dispatch(
         "refs/heads/main",
@@ -399,7 +405,7 @@ fn publish(bench: &Bench, event: Event, tag: &str, want_tags: &[&str]) -> String
 
 #[test]
 fn push_to_main_publishes_latest_and_the_next_push_prunes_it() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = one_at_a_time();
     let bench = Bench::new("main");
     let first = publish(
         &bench,
@@ -433,7 +439,7 @@ fn push_to_main_publishes_latest_and_the_next_push_prunes_it() {
 
 #[test]
 fn push_of_v1_2_3_publishes_the_version_and_not_latest() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = one_at_a_time();
     publish(
         &Bench::new("release"),
         Event::push("refs/tags/v1.2.3", SHA),
@@ -444,7 +450,7 @@ fn push_of_v1_2_3_publishes_the_version_and_not_latest() {
 
 #[test]
 fn dispatch_with_a_tag_publishes_that_tag() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = one_at_a_time();
     publish(
         &Bench::new("dispatch"),
         Event::dispatch(
