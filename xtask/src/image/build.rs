@@ -427,6 +427,16 @@ pub fn build_platform(
     platform: Platform,
 ) -> anyhow::Result<ExportedImage> {
     println!("==> build {platform}");
+    // Checked here, per platform, so that every caller (image build, image release) gets a build that a broken
+    // cache cannot fail.
+    let mut checked;
+    let plan = if plan.cache_repo.is_some() {
+        checked = plan.clone();
+        checked.check_cache(sh, &Env::from_process());
+        &checked
+    } else {
+        plan
+    };
     let started = Instant::now();
     run_argv(sh, &plan.build_argv(platform)).map_err(|err| {
         exit::build_failed(format!(
@@ -526,8 +536,6 @@ impl flags::Build {
             return Ok(());
         }
         require_podman()?;
-        let mut plan = plan;
-        plan.check_cache(sh, &Env::from_process());
         let mut built = Vec::new();
         for &platform in &plan.platforms {
             built.push(build_platform(sh, &plan, platform)?);
