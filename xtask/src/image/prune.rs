@@ -449,6 +449,8 @@ struct Reader<'a> {
     children: BTreeMap<String, Vec<String>>,
     /// Digests whose content could not be read (404 or error), with why.
     unreadable: BTreeMap<String, String>,
+    /// The manifests this run may delete: a tag an API says points to one of them is checked with the registry.
+    watch: BTreeSet<String>,
 }
 
 impl<'a> Reader<'a> {
@@ -459,6 +461,7 @@ impl<'a> Reader<'a> {
             saved: BTreeMap::new(),
             children: BTreeMap::new(),
             unreadable: BTreeMap::new(),
+            watch: BTreeSet::new(),
         }
     }
 
@@ -521,9 +524,34 @@ impl<'a> Reader<'a> {
         found
     }
 
+    /// GitHub's and Docker Hub's APIs may lag behind a tag that just moved: where one says a tag points to a
+    /// manifest this run may delete, the registry (the source of truth, and a HEAD is no pull) has the last word.
+    fn confirm(&mut self, view: &mut TagView) -> anyhow::Result<()> {
+        let suspects: Vec<(String, String)> = view
+            .tags
+            .iter()
+            .filter(|(_, digest)| self.watch.contains(*digest))
+            .map(|(tag, digest)| (tag.clone(), digest.clone()))
+            .collect();
+        for (tag, digest) in suspects {
+            match self.registry.resolve(self.target, &tag)? {
+                Some(now) if now == digest => {}
+                Some(now) => {
+                    view.children.remove(&now);
+                    view.tags.insert(tag, now);
+                }
+                None => {
+                    view.tags.remove(&tag);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The tags read fresh from the backend, with the children of every tagged index (recursively).
     fn snapshot(&mut self, backend: &mut dyn Backend) -> anyhow::Result<Snapshot> {
-        let view = backend.tags().context("reading the tags")?;
+        let mut view = backend.tags().context("reading the tags")?;
+        self.confirm(&mut view)?;
         let mut snapshot = Snapshot {
             tags: view.tags,
             children: view.children,
@@ -600,7 +628,10 @@ fn superseded(
     report.backend = backend.label().to_owned();
     let mut reader = Reader::new(registry, target);
     // Read (and keep) the old index and its children before anything changes, so they can be put back.
-    if reader.load_tree(old).is_empty() {
+    reader.watch = reader.load_tree(old).into_iter().collect();
+    // The new index's children are protected whatever the tag list says (it may not show the new tag yet).
+    reader.load(new);
+    if reader.watch.is_empty() {
         let why = reader.unreadable.get(old).cloned().unwrap_or_default();
         report.notes.push(format!(
             "nothing to prune: the previous index {old} cannot be read ({why})"
@@ -772,6 +803,7 @@ fn untagged(
     for digest in listed.iter().flatten().chain(extra) {
         known.extend(reader.load_tree(digest));
     }
+    reader.watch = known.clone();
     for digest in extra {
         if !known.contains(digest) {
             report

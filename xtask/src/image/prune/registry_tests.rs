@@ -734,10 +734,13 @@ struct Hub {
     token: String,
     api_requests: Vec<String>,
     deletes: Vec<(String, u16)>,
+    /// Tags whose move the API does not show yet (Docker Hub's API is eventually consistent): tag -> old digest.
+    lagging: BTreeMap<String, String>,
 }
 
 impl Hub {
-    fn tags_live(&self) -> Vec<(String, String, Vec<String>)> {
+    /// Tags, their digests and platform images: as the API shows them (`lag`), or as the registry has them.
+    fn tags_live(&self, lag: bool) -> Vec<(String, String, Vec<String>)> {
         let plain = Plain::default();
         let target = Reference::parse(&format!("{}/{}", self.upstream, self.repository)).unwrap();
         let mut out = Vec::new();
@@ -749,7 +752,20 @@ impl Hub {
             } else {
                 kids
             };
-            out.push((tag, manifest.digest, images));
+            let digest = match self.lagging.get(&tag).filter(|_| lag) {
+                Some(old) => {
+                    // It may be deleted already; the API still shows it, with whatever it knew.
+                    let kids = plain
+                        .fetch(&target, old)
+                        .unwrap()
+                        .map(|m| children(&m).unwrap())
+                        .unwrap_or_default();
+                    out.push((tag, old.clone(), kids));
+                    continue;
+                }
+                None => manifest.digest,
+            };
+            out.push((tag, digest, images));
         }
         out
     }
@@ -788,7 +804,7 @@ impl Hub {
                 .query("page")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(1);
-            let tags = self.tags_live();
+            let tags = self.tags_live(true);
             let results: Vec<_> = tags
                 .iter()
                 .skip((page - 1) * size)
@@ -827,7 +843,7 @@ impl Hub {
             .next()
             .unwrap_or_default()
             .to_owned();
-        let referenced = self.tags_live().iter().any(|(_, d, _)| d == &digest) || {
+        let referenced = self.tags_live(false).iter().any(|(_, d, _)| d == &digest) || {
             let plain = Plain::default();
             let target =
                 Reference::parse(&format!("{}/{}", self.upstream, self.repository)).unwrap();
@@ -875,6 +891,7 @@ fn docker_hub_lists_tags_through_its_api_and_deletes_through_the_registry() {
         token: "hub-jwt".into(),
         api_requests: Vec::new(),
         deletes: Vec::new(),
+        lagging: BTreeMap::new(),
     }));
     let api_base = Arc::new(Mutex::new(String::new()));
     let api = {
@@ -949,12 +966,28 @@ fn docker_hub_lists_tags_through_its_api_and_deletes_through_the_registry() {
         }
     }
     assert_eq!(backend.delete(&a.digest()).unwrap(), Removal::Gone);
+    // The API still shows `latest` on the index it just left: the registry's answer wins, so it still goes.
+    let c = Build::new("c");
+    c.push(&plain, &target);
+    c.tag(&plain, &target, "latest");
+    hub.lock()
+        .unwrap()
+        .lagging
+        .insert("latest".into(), b.digest());
+    let report = remove_superseded(&plain, &target, &access, &b.digest(), &c.digest());
+    hub.lock().unwrap().lagging.clear();
+    assert!(!report.failed(), "{report:#?}");
+    assert_eq!(
+        report.deleted,
+        vec![b.digest(), b.amd64.digest(), b.arm64.digest()]
+    );
+    assert!(report.restored.is_empty(), "{report:#?}");
     // Without the login the private tag list is refused, and the prune reports it.
     let anonymous = Access {
         dockerhub_login: None,
         ..access.clone()
     };
-    let c = Build::new("c");
-    let report = release(&plain, &plain, &target, &anonymous, &c, &[]).unwrap();
+    let d = Build::new("d");
+    let report = release(&plain, &plain, &target, &anonymous, &d, &[]).unwrap();
     assert!(report.failed() && report.deleted.is_empty(), "{report:#?}");
 }
