@@ -563,10 +563,9 @@ impl<'a> Reader<'a> {
             if !seen.insert(digest.clone()) {
                 continue;
             }
-            if let Some(hinted) = snapshot.children.get(&digest) {
+            if snapshot.children.contains_key(&digest) {
                 // The API told this index's children; their own children matter only if they are indexes, which
                 // a platform image never is.
-                let _ = hinted;
                 continue;
             }
             if self.load(&digest) {
