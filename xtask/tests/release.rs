@@ -1,0 +1,682 @@
+//! `cargo xtask image release` for real: the app built for both platforms with the local test builder, pushed into
+//! a registry with Basic auth and published as one list; the arm64 image pulled back and run under qemu; a version
+//! release from a tagged clone that leaves `latest` alone; the checks that stop a bad version release; a dry run
+//! that sends nothing; unreachable base images named before any build; and `--local` from a fresh clone.
+//!
+//! The builds take minutes, so the tests run one at a time and share podman's layer cache: the first release builds
+//! each platform, later ones reuse the layers. The clones share one cargo target directory under CARGO_TARGET_TMPDIR.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use support::registry::{self as harness, Auth, Export, Run, TestRegistry, Xtask};
+use xshell::{cmd, Shell};
+
+const REPO: &str = "team/app";
+const USER: &str = "releaser";
+const PASSWORD: &str = "s3cret pass";
+const LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+const IMAGE: &str = "application/vnd.docker.distribution.manifest.v2+json";
+
+/// The builds share podman and its layer cache: one test at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// What `cargo xtask ci --setup-only` leaves in target/ci/env: the local Rust builder (docker.io cannot be reached
+/// here) and, where podman needs it, CONTAINERS_CONF.
+struct Bench {
+    build_args: Vec<String>,
+    env: BTreeMap<String, String>,
+}
+
+fn bench() -> Bench {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .filter(|d| !d.is_empty())
+        .map_or_else(
+            || support::root().join("target"),
+            |d| support::root().join(d),
+        );
+    let path = target.join("ci/env");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!(
+            "{} is missing: run `cargo xtask ci --setup-only` first (it builds the local base images)",
+            path.display()
+        )
+    });
+    let vars: BTreeMap<String, String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| {
+            let v = v.trim();
+            let v = v
+                .strip_prefix('\'')
+                .and_then(|v| v.strip_suffix('\''))
+                .unwrap_or(v);
+            (k.trim().to_owned(), v.to_owned())
+        })
+        .collect();
+    let builder = vars
+        .get("XTASK_RUST_BUILDER")
+        .unwrap_or_else(|| panic!("no XTASK_RUST_BUILDER in {}", path.display()));
+    // The runtime is `scratch`: the binary is static, and one base must serve both platforms.
+    Bench {
+        build_args: vec![
+            "--build-arg".into(),
+            format!("RUST_IMAGE={builder}"),
+            "--build-arg".into(),
+            "RUNTIME_IMAGE=scratch".into(),
+        ],
+        env: vars
+            .into_iter()
+            .filter(|(k, _)| k == "CONTAINERS_CONF")
+            .collect(),
+    }
+}
+
+impl Bench {
+    /// The xtask binary of this build, in this checkout.
+    fn xtask(&self, work: &Path) -> Xtask {
+        let mut xtask = Xtask::new().target_dir(work);
+        for (k, v) in &self.env {
+            xtask = xtask.env(k, v);
+        }
+        xtask
+    }
+
+    /// `cargo xtask …` inside another checkout (a clone), as a developer runs it there.
+    fn cargo_xtask(&self, checkout: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut command = Command::new(cargo);
+        command
+            .arg("xtask")
+            .args(args)
+            .current_dir(checkout)
+            .env("CARGO_TARGET_DIR", clone_target())
+            .env("XTASK_RETRY_BASE_MS", "10");
+        for name in harness::SCRUBBED {
+            if *name != "CARGO_TARGET_DIR" {
+                command.env_remove(name);
+            }
+        }
+        for (k, v) in &self.env {
+            command.env(k, v);
+        }
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let started = Instant::now();
+        let output = command.output().expect("run cargo");
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            elapsed: started.elapsed(),
+            peak_rss_kib: 0,
+        }
+    }
+}
+
+/// One cargo target directory for every clone, kept between runs so only the first compiles everything.
+fn clone_target() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("release-clones")
+}
+
+/// A fresh clone of this checkout's HEAD.
+fn clone(name: &str) -> harness::TempDir {
+    let dir = harness::temp_dir(name);
+    let sh = Shell::new().unwrap();
+    let root = support::root();
+    let into = dir.path().join("repo");
+    cmd!(sh, "git clone -q {root} {into}").run().unwrap();
+    sh.change_dir(&into);
+    cmd!(sh, "git config user.email release-test@example.invalid")
+        .run()
+        .unwrap();
+    cmd!(sh, "git config user.name release-test").run().unwrap();
+    dir
+}
+
+fn repo(dir: &harness::TempDir) -> PathBuf {
+    dir.path().join("repo")
+}
+
+/// `skopeo inspect` of `REPO` + `suffix` (`:tag`, `@digest`) in `registry`; `None` when it is not there.
+fn skopeo(registry: &TestRegistry, suffix: &str, flags: &[&str]) -> Option<Vec<u8>> {
+    let sh = Shell::new().unwrap();
+    let image = format!("docker://{}{suffix}", registry.reference(REPO));
+    let creds = registry.creds().map(|c| format!("--creds={c}"));
+    let output = cmd!(
+        sh,
+        "skopeo inspect --tls-verify=false {creds...} {flags...} {image}"
+    )
+    .quiet()
+    .ignore_status()
+    .output()
+    .unwrap();
+    if output.status.success() {
+        Some(output.stdout)
+    } else {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("manifest unknown"),
+            "skopeo {image}: {stderr}"
+        );
+        None
+    }
+}
+
+fn tag_digest(registry: &TestRegistry, tag: &str) -> Option<String> {
+    skopeo(registry, &format!(":{tag}"), &["--raw"]).map(|raw| harness::sha256(&raw))
+}
+
+/// Checks the tag is a Docker manifest list of exactly linux/amd64 and linux/arm64, whose children are v2s2 images
+/// with the Healthcheck and the platform in their config. Returns (list digest, platform -> (child, config)).
+fn check_list(registry: &TestRegistry, tag: &str) -> (String, BTreeMap<String, (String, Value)>) {
+    let raw = skopeo(registry, &format!(":{tag}"), &["--raw"]).expect("the tag exists");
+    let list: Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(list["mediaType"], LIST, "{list}");
+    let mut children = BTreeMap::new();
+    let mut order = Vec::new();
+    for entry in list["manifests"].as_array().unwrap() {
+        let platform = format!(
+            "{}/{}",
+            entry["platform"]["os"].as_str().unwrap(),
+            entry["platform"]["architecture"].as_str().unwrap()
+        );
+        assert_eq!(entry["mediaType"], IMAGE, "{entry}");
+        let digest = entry["digest"].as_str().unwrap().to_owned();
+        let manifest = skopeo(registry, &format!("@{digest}"), &["--raw"]).unwrap();
+        let manifest: Value = serde_json::from_slice(&manifest).unwrap();
+        assert_eq!(manifest["mediaType"], IMAGE);
+        let config = skopeo(registry, &format!("@{digest}"), &["--config", "--raw"]).unwrap();
+        let config: Value = serde_json::from_slice(&config).unwrap();
+        assert_eq!(
+            format!(
+                "{}/{}",
+                config["os"].as_str().unwrap(),
+                config["architecture"].as_str().unwrap()
+            ),
+            platform
+        );
+        let healthcheck = &config["config"]["Healthcheck"]["Test"];
+        assert!(
+            healthcheck.to_string().contains("healthcheck"),
+            "{platform}: Healthcheck {healthcheck}"
+        );
+        order.push(platform.clone());
+        children.insert(platform, (digest, config));
+    }
+    assert_eq!(order, ["linux/amd64", "linux/arm64"]);
+    (harness::sha256(&raw), children)
+}
+
+fn succeeded(run: Run) -> Run {
+    assert_eq!(
+        run.code, 0,
+        "stdout:\n{}\nstderr:\n{}",
+        run.stdout, run.stderr
+    );
+    run
+}
+
+fn release_args<'a>(bench: &'a Bench, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["image", "release"];
+    args.extend(extra);
+    args.extend(bench.build_args.iter().map(String::as_str));
+    args
+}
+
+/// Pulls `reference` for linux/arm64 with podman, runs it (under qemu on an x86 machine) and asks its /healthz.
+fn run_arm64(registry: &TestRegistry, reference: &str, bench: &Bench) {
+    let sh = Shell::new().unwrap();
+    for (k, v) in &bench.env {
+        sh.set_var(k, v);
+    }
+    let creds = format!("--creds={}", registry.creds().unwrap());
+    let id = cmd!(
+        sh,
+        "podman pull -q --tls-verify=false {creds} --platform linux/arm64 {reference}"
+    )
+    .read()
+    .unwrap();
+    let id = id.lines().last().unwrap().trim().to_owned();
+    let format = "{{.Architecture}}";
+    let arch = cmd!(sh, "podman image inspect --format {format} {id}")
+        .read()
+        .unwrap();
+    assert_eq!(arch.trim(), "arm64");
+    let port = harness::free_port().to_string();
+    let env = format!("MCP_PORT={port}");
+    let container = cmd!(sh, "podman run -d --rm --network=host -e {env} {id}")
+        .read()
+        .unwrap();
+    let container = container.trim().to_owned();
+    let url = format!("http://127.0.0.1:{port}/healthz");
+    let started = Instant::now();
+    let answer = loop {
+        match ureq::get(&url).call() {
+            Ok(mut response) => break response.body_mut().read_to_string().unwrap(),
+            Err(_) if started.elapsed() < Duration::from_secs(90) => {
+                std::thread::sleep(Duration::from_millis(200))
+            }
+            Err(err) => {
+                let logs = cmd!(sh, "podman logs {container}").ignore_status().read();
+                let _ = cmd!(sh, "podman rm -f {container}")
+                    .quiet()
+                    .ignore_status()
+                    .run();
+                panic!("the arm64 container did not answer {url}: {err}\n{logs:?}");
+            }
+        }
+    };
+    let _ = cmd!(sh, "podman rm -f {container}")
+        .quiet()
+        .ignore_status()
+        .ignore_stdout()
+        .run();
+    assert!(answer.contains("healthy"), "{answer}");
+    println!(
+        "arm64 answered /healthz under emulation after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn release_into_a_basic_auth_registry_then_a_version_release_that_leaves_latest() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let bench = bench();
+    let registry = TestRegistry::start(Auth::basic(USER, PASSWORD));
+    let target = registry.reference(REPO);
+    let work = harness::temp_dir("release");
+
+    // `latest` from this checkout.
+    let run = succeeded(
+        bench
+            .xtask(work.path())
+            .args(release_args(&bench, &["--to", &target]))
+            .env("REGISTRY_USERNAME", USER)
+            .env("REGISTRY_PASSWORD", PASSWORD)
+            .run(),
+    );
+    println!("release latest: {:.1} s", run.elapsed.as_secs_f64());
+    let (latest, children) = check_list(&registry, "latest");
+    assert!(
+        run.stdout.contains(&format!("released latest = {latest}")),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(registry.tags(REPO).unwrap(), ["latest"]);
+    run_arm64(&registry, &format!("{target}:latest"), &bench);
+
+    // A version release from a clone whose tag v1.2.3 is at HEAD and whose Cargo.toml says 1.2.3.
+    let checkout = clone("version");
+    let repo = repo(&checkout);
+    let sh = Shell::new().unwrap();
+    sh.change_dir(&repo);
+    let manifest = std::fs::read_to_string(repo.join("Cargo.toml")).unwrap();
+    let old = manifest
+        .lines()
+        .find(|l| l.starts_with("version = "))
+        .unwrap()
+        .to_owned();
+    std::fs::write(
+        repo.join("Cargo.toml"),
+        manifest.replacen(&old, "version = \"1.2.3\"", 1),
+    )
+    .unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // Cargo.lock records the package version too: refresh it so the commit is complete and the tree clean.
+    cmd!(sh, "{cargo} update --workspace --offline")
+        .env("CARGO_TARGET_DIR", clone_target())
+        .quiet()
+        .run()
+        .unwrap();
+    cmd!(sh, "git commit -qam 'Release 1.2.3'").run().unwrap();
+
+    // Each missing precondition stops it before anything is built, with the fix.
+    let creds = [("REGISTRY_USERNAME", USER), ("REGISTRY_PASSWORD", PASSWORD)];
+    let refused = bench.cargo_xtask(
+        &repo,
+        &release_args(&bench, &["--version", "v1.2.3", "--to", &target]),
+        &creds,
+    );
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("git tag v1.2.3 does not exist"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused.stderr.contains("`git tag v1.2.3`"),
+        "{}",
+        refused.stderr
+    );
+    cmd!(sh, "git tag v1.2.3").run().unwrap();
+    std::fs::write(repo.join("notes.txt"), "uncommitted").unwrap();
+    let refused = bench.cargo_xtask(
+        &repo,
+        &release_args(&bench, &["--version", "v1.2.3", "--to", &target]),
+        &creds,
+    );
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains("the working tree is not clean (?? notes.txt)"),
+        "{}",
+        refused.stderr
+    );
+    std::fs::remove_file(repo.join("notes.txt")).unwrap();
+    let refused = bench.cargo_xtask(
+        &repo,
+        &release_args(&bench, &["--version", "v1.2", "--to", &target]),
+        &creds,
+    );
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("like --version v1.2.3"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        registry.tags(REPO).unwrap(),
+        ["latest"],
+        "nothing was published by a refused release"
+    );
+
+    let run = bench.cargo_xtask(
+        &repo,
+        &release_args(&bench, &["--version", "v1.2.3", "--to", &target]),
+        &creds,
+    );
+    let run = succeeded(run);
+    println!(
+        "release v1.2.3 from a clone: {:.1} s",
+        run.elapsed.as_secs_f64()
+    );
+    let (version, version_children) = check_list(&registry, "1.2.3");
+    assert_ne!(version, latest);
+    for (_, config) in version_children.values() {
+        assert_eq!(
+            config["config"]["Labels"]["org.opencontainers.image.version"], "1.2.3",
+            "{config}"
+        );
+    }
+    // `latest` is where it was, and its children are still there (a version release never prunes).
+    assert_eq!(
+        tag_digest(&registry, "latest").as_deref(),
+        Some(latest.as_str())
+    );
+    for (child, _) in children.values() {
+        assert!(
+            skopeo(&registry, &format!("@{child}"), &["--raw"]).is_some(),
+            "{child}"
+        );
+    }
+    let mut tags = registry.tags(REPO).unwrap();
+    tags.sort();
+    assert_eq!(tags, ["1.2.3", "latest"]);
+}
+
+/// A hash of every file (path and bytes) under `dir`: equal means byte-for-byte unchanged.
+fn tree_hash(dir: &Path) -> String {
+    fn walk(dir: &Path, root: &Path, hasher: &mut Sha256, count: &mut usize) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        entries.sort();
+        for path in entries {
+            if path.is_dir() {
+                walk(&path, root, hasher, count);
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                hasher.update(
+                    path.strip_prefix(root)
+                        .unwrap()
+                        .to_string_lossy()
+                        .as_bytes(),
+                );
+                hasher.update([0]);
+                hasher.update((bytes.len() as u64).to_le_bytes());
+                hasher.update(&bytes);
+                *count += 1;
+            }
+        }
+    }
+    let mut hasher = Sha256::new();
+    let mut count = 0;
+    walk(dir, dir, &mut hasher, &mut count);
+    format!("{count} files, sha256:{:x}", hasher.finalize())
+}
+
+#[test]
+fn a_dry_run_prints_every_step_and_leaves_the_registry_byte_for_byte_unchanged() {
+    let bench = bench();
+    let registry = TestRegistry::start(Auth::basic(USER, PASSWORD));
+    let target = registry.reference(REPO);
+    let work = harness::temp_dir("dry-run");
+    // Something already published there, as in a real registry.
+    Export::write(&work.path().join("image/linux-amd64"), "amd64", &[10_000]);
+    let digests = work.path().join("digests").display().to_string();
+    bench
+        .xtask(work.path())
+        .args([
+            "image",
+            "push",
+            "--platform",
+            "linux/amd64",
+            "--to",
+            &target,
+            "--digest-dir",
+            &digests,
+        ])
+        .env("REGISTRY_USERNAME", USER)
+        .env("REGISTRY_PASSWORD", PASSWORD)
+        .run()
+        .success();
+    let storage = registry.dir().join("storage");
+    let before = tree_hash(&storage);
+    let requests = registry.requests().len();
+
+    let run = bench
+        .xtask(work.path())
+        .args(release_args(&bench, &["--to", &target, "--dry-run"]))
+        .env("REGISTRY_USERNAME", USER)
+        .env("REGISTRY_PASSWORD", PASSWORD)
+        .run()
+        .success();
+    let steps: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.chars().next().is_some_and(|c| c.is_ascii_digit()))
+        .collect();
+    let titles: Vec<String> = steps
+        .iter()
+        .map(|s| {
+            s.split_whitespace()
+                .skip(1)
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    assert_eq!(
+        titles,
+        [
+            "plan: tag",
+            "check the",
+            "build linux/amd64",
+            "build linux/arm64",
+            "push linux/amd64",
+            "push linux/arm64",
+            "manifest list,",
+        ],
+        "{}",
+        run.stdout
+    );
+    for fragment in [
+        "podman build --format docker --platform linux/arm64",
+        &format!(
+            "PUT    http://{}/v2/{REPO}/manifests/latest",
+            registry.address
+        ),
+        "prune  ",
+    ] {
+        assert!(
+            run.stdout.contains(fragment),
+            "{fragment:?} in\n{}",
+            run.stdout
+        );
+    }
+    assert_eq!(
+        registry.requests().len(),
+        requests,
+        "a dry run sends no request"
+    );
+    assert_eq!(tree_hash(&storage), before);
+    assert!(
+        !work.path().join("image/linux-arm64").exists(),
+        "a dry run builds nothing"
+    );
+
+    // With --local it starts nothing either, and says what it would.
+    let run = bench
+        .xtask(work.path())
+        .args(release_args(&bench, &["--local", "--dry-run"]))
+        .run()
+        .success();
+    assert!(
+        run.stdout.contains("1. start a throwaway registry"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains(
+            "podman pull -q --tls-verify=false --platform linux/arm64 127.0.0.1:<free port>/"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("stop the registry and remove its storage"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn unreachable_base_images_are_named_before_any_build() {
+    let bench = bench();
+    let work = harness::temp_dir("unreachable");
+    let run = bench
+        .xtask(work.path())
+        .args([
+            "image",
+            "release",
+            "--local",
+            "--build-arg",
+            "RUST_IMAGE=registry.invalid/none/rust:1",
+            "--build-arg",
+            "RUNTIME_IMAGE=scratch",
+        ])
+        .run();
+    assert_eq!(
+        run.code, 3,
+        "stdout:\n{}\nstderr:\n{}",
+        run.stdout, run.stderr
+    );
+    for fragment in [
+        "RUST_IMAGE=registry.invalid/none/rust:1:",
+        "cargo xtask image release --build-arg RUST_IMAGE=<local image>",
+        "[package.metadata.image.build-args]",
+    ] {
+        assert!(
+            run.stderr.contains(fragment),
+            "{fragment:?} in\n{}",
+            run.stderr
+        );
+    }
+    assert!(
+        !run.stdout.contains("STEP"),
+        "no build started:\n{}",
+        run.stdout
+    );
+    assert!(run.elapsed < Duration::from_secs(60), "{:?}", run.elapsed);
+    // The throwaway registry it started is gone again.
+    let address = run
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("throwaway registry on "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{}", run.stdout))
+        .to_owned();
+    assert!(
+        TcpStream::connect(&address).is_err(),
+        "{address} still answers"
+    );
+    assert!(
+        run.stdout.contains("throwaway registry stopped"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn local_release_from_a_fresh_clone() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let bench = bench();
+    let checkout = clone("local");
+    let repo = repo(&checkout);
+    let args = release_args(&bench, &["--local"]);
+    let run = succeeded(bench.cargo_xtask(&repo, &args, &[]));
+    println!(
+        "cargo xtask image release --local from a fresh clone: {:.1} s",
+        run.elapsed.as_secs_f64()
+    );
+    for fragment in [
+        "linux/arm64: pulled ",
+        "(linux/arm64)",
+        "linux/amd64: pulled ",
+        "(linux/amd64)",
+        "released latest = sha256:",
+        "throwaway registry stopped",
+    ] {
+        assert!(
+            run.stdout.contains(fragment),
+            "{fragment:?} in\n{}",
+            run.stdout
+        );
+    }
+    let address = run
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("throwaway registry on "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    assert!(
+        TcpStream::connect(&address).is_err(),
+        "{address} still answers"
+    );
+    // The image stays in local storage under the printed name, for both platforms' checks to have pulled it.
+    let sh = Shell::new().unwrap();
+    let reference = format!("{address}/mcp-taipei-metro-month-price:latest");
+    cmd!(sh, "podman image exists {reference}").run().unwrap();
+    assert!(
+        run.stdout
+            .contains(&format!("podman run --rm --network=host {reference}")),
+        "{}",
+        run.stdout
+    );
+}
