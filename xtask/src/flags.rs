@@ -117,14 +117,16 @@ xflags::xflags! {
             }
         }
 
-        /// Measure the pipeline's speed and memory side by side and write target/bench/*.json.
+        /// Measure the pipeline's speed and memory side by side and write target/bench/*.json (about 40 minutes for all; builds run in podman storages of their own under target/bench/storage).
         cmd bench {
-            /// Benchmarks to run (B1 … B7); default: all but B3.
+            /// Benchmarks to run: B1 clean build vs source-only rebuild, B2 vs empty storage with the registry cache, B3 arm64 cross vs emulated, B4 push of a present image vs podman push, B5 image manifest vs podman manifest, B6 cold compile and --help, B7 release --local, image size and push memory; default: all but B3.
             repeated which: String
-            /// Include B3 (arm64 emulated with qemu; takes minutes).
+            /// Include B3 (arm64 emulated with qemu; takes an hour or more, and builds an arm64 Rust image once).
             optional --emulated
-            /// Rounds per side (alternating); default 3.
+            /// Rounds per side (the sides alternate); default 3.
             optional --rounds rounds: u32
+            /// The Rust builder image for the builds; default: $XTASK_RUST_BUILDER, else the test bench's (cargo xtask ci --setup-only).
+            optional --rust-image rust_image: String
         }
     }
 }

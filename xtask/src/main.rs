@@ -1,5 +1,6 @@
 //! `cargo xtask`: the image pipeline, the test bench and the benchmarks, written in Rust next to the app.
 
+mod bench;
 mod ci;
 mod ci_lint;
 mod config;
@@ -45,7 +46,7 @@ fn run() -> anyhow::Result<()> {
             flags::ImageCmd::Release(cmd) => cmd.run(&sh),
             flags::ImageCmd::Prune(cmd) => cmd.run(&sh),
         },
-        flags::XtaskCmd::Bench(_) => anyhow::bail!("`cargo xtask bench` is not available yet"),
+        flags::XtaskCmd::Bench(cmd) => cmd.run(&sh),
     }
 }
 

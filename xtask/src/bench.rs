@@ -1,0 +1,1361 @@
+//! `cargo xtask bench`: the pipeline's speed and memory, measured side by side in one run on this machine.
+//!
+//! Each comparison alternates its two sides for N rounds (a shared, noisy machine drifts; alternation spreads the
+//! drift over both sides), times every run as a separate process whose output goes to target/bench/logs/, and
+//! reports median, min and max per side and the ratio of the medians. The xtask side is its built binary (the one
+//! running this benchmark), not `cargo run`: cargo's start-up is reported once, in B6. The results are printed
+//! as a table and written as JSON to target/bench/.
+//!
+//! Builds run in podman storages of their own under target/bench/storage (the user's is only read, to copy the
+//! base images once): an empty one per clean build, which is what a CI runner starts with.
+//!
+//! - B1 clean build vs rebuild after a source-only change (same storage), on a copy of the project whose
+//!   src/main.rs gets a new comment before each rebuild; the copy's own xtask binary runs `image build`.
+//! - B2 the same clean build vs a build on empty storage with `--cache-repo` (a registry filled by an earlier
+//!   build), after a source-only change: the CI case, where each push changes the sources.
+//! - B3 (`--emulated`) arm64 cross-compiled vs arm64 emulated: the same Containerfile and podman argv, with the
+//!   build stage on linux/arm64 (BUILDPLATFORM=linux/arm64 and an arm64 Rust image) under qemu.
+//! - B4 push of an image the registry already has: `image push` vs `podman push`; a proxy in front of the
+//!   registry counts what each sends.
+//! - B5 one list over 2 platforms into 2 repositories: `image manifest` vs `podman manifest create/add/push`.
+//! - B6 cold compile of the xtask (empty CARGO_TARGET_DIR), and `--help` of the built binary vs `cargo xtask`.
+//! - B7 `image release --local` warm, the image's size, and the xtask's peak memory pushing a 200 MiB layer.
+
+mod proc;
+mod proxy;
+mod report;
+mod storage;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use sha2::{Digest, Sha256};
+use xshell::{cmd, Shell};
+
+use crate::config::{ImageConfig, Platform};
+use crate::flags;
+use crate::image::build::{self, shell_line};
+use crate::image::local_registry::{self, LocalRegistry};
+use crate::image::push;
+use crate::registry::client::file_digest;
+use report::{Bench, Figure, Machine, Side, Target};
+use storage::Storage;
+
+const DEFAULT_ROUNDS: u32 = 3;
+/// `--help` runs per side and round: one run takes milliseconds, so a round holds several.
+const HELP_RUNS_PER_ROUND: u32 = 10;
+/// The synthetic layer of B7's memory measure.
+const BIG_LAYER_BYTES: u64 = 200 * 1024 * 1024;
+/// Where the test bench (`cargo xtask ci`) names its Rust builder, and the name it uses.
+const RUST_BUILDER_VAR: &str = "XTASK_RUST_BUILDER";
+const DEFAULT_RUST_BUILDER: &str = "localhost/xtask/rust-builder:trixie";
+/// B3's Rust image for building on linux/arm64 (made once with mmdebstrap, run under qemu).
+const ARM64_BUILDER: &str = "localhost/xtask/bench-rust-builder:trixie-arm64";
+
+/// Variables (and prefixes) `cargo run` sets for the program it runs, which a nested cargo must not inherit.
+const CARGO_RUN_VARS: [&str; 6] = [
+    "CARGO_PKG_",
+    "CARGO_MANIFEST_",
+    "CARGO_CRATE_NAME",
+    "CARGO_BIN_NAME",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_RUSTC_CURRENT_DIR",
+];
+
+/// The issue's targets.
+const B1_TARGET: f64 = 0.3;
+const B2_TARGET: f64 = 0.4;
+const B3_TARGET: f64 = 0.05;
+const B4_TARGET: f64 = 0.5;
+const B5_TARGET: f64 = 0.3;
+const B7_SIZE_TARGET_MB: f64 = 15.0;
+const B7_MEMORY_TARGET_MB: f64 = 64.0;
+
+/// The benchmarks to run: B1 … B7 named on the command line (any case, `b4` or `4`), default all but B3;
+/// `--emulated` adds B3.
+pub fn selection(which: &[String], emulated: bool) -> anyhow::Result<BTreeSet<u8>> {
+    let mut chosen = BTreeSet::new();
+    for name in which.iter().flat_map(|w| w.split(',')) {
+        let name = name.trim();
+        let number = name
+            .strip_prefix(['b', 'B'])
+            .unwrap_or(name)
+            .parse::<u8>()
+            .ok()
+            .filter(|n| (1..=7).contains(n))
+            .ok_or_else(|| {
+                crate::exit::invalid(format!(
+                    "unknown benchmark {name:?}; name B1 … B7 (B3 needs --emulated to be useful)"
+                ))
+            })?;
+        chosen.insert(number);
+    }
+    if chosen.is_empty() {
+        chosen.extend([1, 2, 4, 5, 6, 7]);
+    }
+    if emulated {
+        chosen.insert(3);
+    }
+    Ok(chosen)
+}
+
+/// One command to run and show: environment additions and argv.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Spec {
+    pub env: Vec<(String, String)>,
+    pub argv: Vec<String>,
+}
+
+impl Spec {
+    pub fn new<S: Into<String>>(argv: impl IntoIterator<Item = S>) -> Spec {
+        Spec {
+            env: Vec::new(),
+            argv: argv.into_iter().map(Into::into).collect(),
+        }
+    }
+
+    pub fn env(mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> Spec {
+        self.env.push((
+            key.to_owned(),
+            value.as_ref().to_string_lossy().into_owned(),
+        ));
+        self
+    }
+
+    /// As a shell line, with paths below `root` shown relative to it.
+    pub fn shown(&self, root: &Path) -> String {
+        let words: Vec<String> = self
+            .env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .chain(self.argv.iter().cloned())
+            .collect();
+        let prefix = format!("{}/", root.display());
+        shell_line(&words).replace(&prefix, "")
+    }
+
+    fn command(&self, sh: &Shell) -> Command {
+        let (program, args) = self.argv.split_first().expect("a spec has a program");
+        let mut command: Command = cmd!(sh, "{program} {args...}").into();
+        if Path::new(program).file_name() == Some("cargo".as_ref()) {
+            // `cargo run` gave this process the xtask's CARGO_PKG_* and CARGO_MANIFEST_*; a cargo started with
+            // them sees the build scripts that watch them (ring's) as changed and rebuilds half the tree.
+            for (key, _) in std::env::vars_os() {
+                let key = key.to_string_lossy();
+                if CARGO_RUN_VARS.iter().any(|var| key.starts_with(var)) {
+                    command.env_remove(&*key);
+                }
+            }
+        }
+        for (key, value) in &self.env {
+            command.env(key, value);
+        }
+        command
+    }
+}
+
+/// The alternation of two sides: round 0 runs `a` first, round 1 `b` first, and so on.
+pub fn order(round: u32) -> [bool; 2] {
+    if round.is_multiple_of(2) {
+        [true, false]
+    } else {
+        [false, true]
+    }
+}
+
+/// Config plus layer sizes of a v2s2 manifest: what a pull transfers.
+pub fn compressed_size(manifest: &[u8]) -> anyhow::Result<u64> {
+    let parsed = push::parse_manifest(manifest).map_err(|why| anyhow::anyhow!(why))?;
+    Ok(parsed.config.1 + parsed.layers.iter().map(|(_, size)| size).sum::<u64>())
+}
+
+impl flags::Bench {
+    pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
+        let chosen = selection(&self.which, self.emulated)?;
+        let rounds = self.rounds.unwrap_or(DEFAULT_ROUNDS).max(1);
+        if rounds < 3 {
+            eprintln!(
+                "warning: {rounds} round(s): fewer than 3 makes the min/max and the median weak"
+            );
+        }
+        let mut bench = Bencher::new(sh, self.rust_image.clone())?;
+        let machine_before = load_average();
+        println!(
+            "bench: {} in {rounds} round(s); logs in {}",
+            chosen
+                .iter()
+                .map(|n| format!("B{n}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            bench.logs.display()
+        );
+        let mut results: Vec<Bench> = Vec::new();
+        let mut failures: Vec<String> = Vec::new();
+        let mut record = |name: &str, outcome: anyhow::Result<Vec<Bench>>| match outcome {
+            Ok(benches) => results.extend(benches),
+            Err(err) => {
+                eprintln!("bench: {name} failed: {err:#}");
+                failures.push(format!("{name}: {err:#}"));
+            }
+        };
+        if chosen.contains(&6) {
+            record("B6", bench.b6(rounds));
+        }
+        if chosen.contains(&7) {
+            record("B7", bench.b7(rounds));
+        }
+        if chosen.contains(&4) {
+            record("B4", bench.b4(rounds));
+        }
+        if chosen.contains(&5) {
+            record("B5", bench.b5(rounds));
+        }
+        if chosen.contains(&1) || chosen.contains(&2) {
+            record(
+                "B1/B2",
+                bench.b1_b2(rounds, chosen.contains(&1), chosen.contains(&2)),
+            );
+        }
+        if chosen.contains(&3) {
+            record("B3", bench.b3(rounds));
+        }
+        bench.stop();
+        results.sort_by(|a, b| a.id.cmp(&b.id));
+
+        let machine = Machine {
+            cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            load_before: machine_before,
+            load_after: load_average(),
+            podman: cmd!(sh, "podman --version")
+                .quiet()
+                .read()
+                .unwrap_or_default(),
+            revision: cmd!(sh, "git rev-parse --short HEAD")
+                .quiet()
+                .ignore_stderr()
+                .read()
+                .unwrap_or_default(),
+        };
+        println!("\n{}", report::table(&results));
+        println!(
+            "machine: {} CPUs, load {} before, {} after; {}",
+            machine.cpus, machine.load_before, machine.load_after, machine.podman
+        );
+        let run = report::Run {
+            started: bench.started,
+            rounds,
+            machine,
+            benches: results.iter().map(report::BenchJson::from).collect(),
+        };
+        let json = serde_json::to_string_pretty(&run).expect("results serialize");
+        let file = bench.dir.join(format!("bench-{}.json", bench.started));
+        std::fs::write(&file, &json).with_context(|| format!("write {}", file.display()))?;
+        std::fs::write(bench.dir.join("latest.json"), &json)
+            .with_context(|| format!("write {}", bench.dir.join("latest.json").display()))?;
+        println!("results: {} (and latest.json)", file.display());
+        if !failures.is_empty() {
+            anyhow::bail!(
+                "{} benchmark(s) failed:\n{}",
+                failures.len(),
+                failures.join("\n")
+            );
+        }
+        Ok(())
+    }
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split(' ')
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Everything the benchmarks share, set up on first use.
+struct Bencher<'a> {
+    sh: &'a Shell,
+    root: PathBuf,
+    /// `<target>/bench`
+    dir: PathBuf,
+    logs: PathBuf,
+    started: u64,
+    /// This process's binary: the built xtask.
+    xtask: PathBuf,
+    cargo: String,
+    rust_image: String,
+    /// Applied to every podman and xtask the benchmark starts (from the environment or the test bench's setup).
+    containers_conf: Option<String>,
+    /// Fixed, so repeated builds of the same sources give the same image (labels included).
+    source_date_epoch: String,
+    image_name: String,
+    runs: std::cell::Cell<u32>,
+    registry: Option<LocalRegistry>,
+    base: Option<Storage>,
+    warm: Option<Storage>,
+    exports_ready: bool,
+}
+
+impl<'a> Bencher<'a> {
+    fn new(sh: &'a Shell, rust_image: Option<String>) -> anyhow::Result<Bencher<'a>> {
+        let root = sh.current_dir();
+        let target = match std::env::var_os("CARGO_TARGET_DIR") {
+            Some(dir) if !dir.is_empty() => root.join(dir),
+            _ => root.join("target"),
+        };
+        let test_bench = crate::ci::BenchEnv::read(&crate::ci::ci_dir(&root)).unwrap_or_default();
+        let from_env = |key: &str| {
+            std::env::var(key)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .or_else(|| test_bench.vars.get(key).cloned())
+        };
+        let rust_image = rust_image
+            .or_else(|| from_env(RUST_BUILDER_VAR))
+            .unwrap_or_else(|| DEFAULT_RUST_BUILDER.to_owned());
+        let dir = target.join("bench");
+        let started = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let logs = dir.join("logs").join(started.to_string());
+        std::fs::create_dir_all(&logs).with_context(|| format!("create {}", logs.display()))?;
+        let source_date_epoch = cmd!(sh, "git log -1 --format=%ct")
+            .quiet()
+            .ignore_stderr()
+            .read()
+            .ok()
+            .filter(|s| s.trim().parse::<u64>().is_ok())
+            .unwrap_or_else(|| "0".into());
+        Ok(Bencher {
+            sh,
+            xtask: std::env::current_exe().context("find the running xtask binary")?,
+            cargo: std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()),
+            rust_image,
+            containers_conf: from_env("CONTAINERS_CONF"),
+            source_date_epoch: source_date_epoch.trim().to_owned(),
+            image_name: ImageConfig::load(sh)?.name,
+            root,
+            dir,
+            logs,
+            started,
+            runs: std::cell::Cell::new(0),
+            registry: None,
+            base: None,
+            warm: None,
+            exports_ready: false,
+        })
+    }
+
+    /// Runs `spec` with its output in a new log file; prints what ran and how long it took.
+    fn time(&self, label: &str, spec: &Spec, watch_memory: bool) -> anyhow::Result<proc::Timed> {
+        let log = self.next_log(label);
+        let _ = std::fs::write(&log, format!("$ {}\n", spec.shown(&self.root)));
+        let mut command = spec.command(self.sh);
+        command.env("SOURCE_DATE_EPOCH", &self.source_date_epoch);
+        if let Some(conf) = &self.containers_conf {
+            command.env("CONTAINERS_CONF", conf);
+        }
+        let timed = proc::run(command, &log, watch_memory)
+            .with_context(|| format!("{label} (log: {})", log.display()))?;
+        println!(
+            "  {label:<58} {:>9}",
+            report::seconds(timed.elapsed.as_secs_f64())
+        );
+        Ok(timed)
+    }
+
+    /// A new log file's path, numbered in run order.
+    fn next_log(&self, label: &str) -> PathBuf {
+        self.runs.set(self.runs.get() + 1);
+        let slug: String = label
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        self.logs.join(format!("{:03}-{slug}.log", self.runs.get()))
+    }
+
+    fn stop(&mut self) {
+        if let Some(registry) = self.registry.take() {
+            registry.stop(self.sh);
+        }
+    }
+
+    fn registry(&mut self) -> anyhow::Result<String> {
+        if self.registry.is_none() {
+            let runner = local_registry::choose_runner(
+                local_registry::find_binary(std::env::var_os("PATH").as_deref()),
+                std::env::var("XTASK_REGISTRY_IMAGE").ok(),
+            );
+            let registry = LocalRegistry::start(self.sh, runner)?;
+            println!("bench: registry on {}", registry.address);
+            self.registry = Some(registry);
+        }
+        Ok(self.registry.as_ref().expect("started").address.clone())
+    }
+
+    /// The store of base images every benchmark storage reads, with `extra` images besides the Rust builder.
+    fn base(&mut self, extra: &[&str]) -> anyhow::Result<Storage> {
+        let base = match &self.base {
+            Some(base) => base.clone(),
+            None => Storage::open(&self.dir.join("storage/base"), None)?,
+        };
+        let mut images = vec![self.rust_image.clone()];
+        images.extend(extra.iter().map(|s| s.to_string()));
+        storage::sync_base_images(self.sh, &base, &images)?;
+        self.base = Some(base.clone());
+        Ok(base)
+    }
+
+    /// A storage that keeps its layers from run to run: the "warm" case.
+    fn warm(&mut self) -> anyhow::Result<Storage> {
+        if let Some(warm) = &self.warm {
+            return Ok(warm.clone());
+        }
+        let base = self.base(&[])?;
+        let warm = Storage::open(&self.dir.join("storage/warm"), Some(&base))?;
+        self.warm = Some(warm.clone());
+        Ok(warm)
+    }
+
+    fn build_args(&self, rust_image: &str) -> [String; 4] {
+        [
+            "--build-arg".into(),
+            format!("RUST_IMAGE={rust_image}"),
+            "--build-arg".into(),
+            "RUNTIME_IMAGE=scratch".into(),
+        ]
+    }
+
+    /// `image release --local` in the warm storage, exports under target/bench/work.
+    fn release_spec(&mut self) -> anyhow::Result<Spec> {
+        let warm = self.warm()?;
+        let mut argv = vec![
+            self.xtask.display().to_string(),
+            "image".into(),
+            "release".into(),
+            "--local".into(),
+        ];
+        argv.extend(self.build_args(&self.rust_image.clone()));
+        Ok(Spec::new(argv)
+            .env("CONTAINERS_STORAGE_CONF", &warm.conf)
+            .env("CARGO_TARGET_DIR", self.dir.join("work")))
+    }
+
+    /// Both platforms built and exported to target/bench/work/image (by a first, untimed release).
+    fn exports(&mut self) -> anyhow::Result<PathBuf> {
+        if !self.exports_ready {
+            let spec = self.release_spec()?;
+            self.time(
+                "warm-up: image release --local (both platforms)",
+                &spec,
+                false,
+            )?;
+            self.exports_ready = true;
+        }
+        Ok(self.dir.join("work"))
+    }
+
+    fn local_image(&self, platform: Platform) -> String {
+        format!("localhost/{}:local-{}", self.image_name, platform.arch)
+    }
+
+    // ---- B6 ----
+
+    fn b6(&mut self, rounds: u32) -> anyhow::Result<Vec<Bench>> {
+        println!("B6: cold compile of the xtask, and --help latency");
+        let cold_dir = self.dir.join("cold-target");
+        let spec = Spec::new([self.cargo.as_str(), "build", "--package", "xtask"])
+            .env("CARGO_TARGET_DIR", &cold_dir);
+        let mut cold = Side::new(
+            "cargo build --package xtask, empty target dir",
+            spec.shown(&self.root),
+        );
+        for round in 0..rounds {
+            let _ = std::fs::remove_dir_all(&cold_dir);
+            let timed = self.time(&format!("cold compile, round {}", round + 1), &spec, false)?;
+            cold.seconds.push(timed.elapsed.as_secs_f64());
+        }
+        let _ = std::fs::remove_dir_all(&cold_dir);
+        let mut compile = Bench::new(
+            "B6a",
+            "cold compile of the xtask (debug, as `cargo xtask` builds it)",
+            cold,
+        );
+        let cargo = &self.cargo;
+        let crates = cmd!(
+            self.sh,
+            "{cargo} tree --package xtask --edges normal --prefix none --no-dedupe"
+        )
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .map(|tree| tree.lines().collect::<BTreeSet<_>>().len())
+        .unwrap_or(0);
+        if crates > 0 {
+            compile.figures.push(Figure::new(
+                "crates compiled (xtask and its normal dependencies)",
+                crates as f64,
+                "crates",
+                None,
+                "cargo tree --package xtask --edges normal",
+            ));
+        }
+
+        let binary = Spec::new([self.xtask.display().to_string(), "--help".into()]);
+        let cargo = Spec::new([self.cargo.as_str(), "xtask", "--help"]);
+        let mut binary_side = Side::new("built binary: xtask --help", binary.shown(&self.root));
+        let mut cargo_side = Side::new(
+            "cargo xtask --help (cargo run, nothing to rebuild)",
+            cargo.shown(&self.root),
+        );
+        for round in 0..rounds {
+            for run in 0..HELP_RUNS_PER_ROUND {
+                for first in order(round * HELP_RUNS_PER_ROUND + run) {
+                    let (spec, side) = if first {
+                        (&cargo, &mut cargo_side)
+                    } else {
+                        (&binary, &mut binary_side)
+                    };
+                    let log = self.next_log("help");
+                    let timed = proc::run(spec.command(self.sh), &log, false)?;
+                    side.seconds.push(timed.elapsed.as_secs_f64());
+                }
+            }
+        }
+        let mut help = Bench::new("B6b", "--help latency", cargo_side);
+        help.compared = Some(binary_side);
+        help.notes.push(format!(
+            "{HELP_RUNS_PER_ROUND} runs per side and round, alternating; the ratio is what cargo's start-up adds"
+        ));
+        Ok(vec![compile, help])
+    }
+
+    // ---- B7 ----
+
+    fn b7(&mut self, rounds: u32) -> anyhow::Result<Vec<Bench>> {
+        println!(
+            "B7: image release --local (warm), image size, peak memory pushing a 200 MiB layer"
+        );
+        let work = self.exports()?;
+        let spec = self.release_spec()?;
+        let mut side = Side::new(
+            "image release --local, warm storage",
+            spec.shown(&self.root),
+        );
+        for round in 0..rounds {
+            let timed = self.time(
+                &format!("image release --local, round {}", round + 1),
+                &spec,
+                false,
+            )?;
+            side.seconds.push(timed.elapsed.as_secs_f64());
+        }
+        let mut release = Bench::new(
+            "B7a",
+            "image release --local, warm (both platforms, registry, list, pull back)",
+            side,
+        );
+        let warm = self.warm()?;
+        for platform in Platform::ALL {
+            let dir = build::export_dir(&work.join("image"), platform);
+            let manifest = std::fs::read(dir.join("manifest.json"))
+                .with_context(|| format!("read the export in {}", dir.display()))?;
+            release.figures.push(Figure::new(
+                format!("image size {platform}, compressed (what a pull transfers)"),
+                compressed_size(&manifest)? as f64 / 1e6,
+                "MB",
+                Some(B7_SIZE_TARGET_MB),
+                format!("config + layer sizes in {}/manifest.json", dir.display()),
+            ));
+            let image = self.local_image(platform);
+            let template = "{{.Size}}";
+            let size = cmd!(self.sh, "podman image inspect --format {template} {image}")
+                .env("CONTAINERS_STORAGE_CONF", &warm.conf)
+                .quiet()
+                .read()
+                .ok()
+                .and_then(|s| s.trim().parse::<f64>().ok());
+            if let Some(size) = size {
+                release.figures.push(Figure::new(
+                    format!("image size {platform}, unpacked"),
+                    size / 1e6,
+                    "MB",
+                    Some(B7_SIZE_TARGET_MB),
+                    format!("podman image inspect --format {template} {image}"),
+                ));
+            }
+        }
+
+        // Peak memory of a push that must upload a 200 MiB layer: a new repository per round.
+        let big = self.dir.join("work-big");
+        make_big_export(
+            self.sh,
+            &build::export_dir(&big.join("image"), Platform::LINUX_AMD64),
+        )?;
+        let registry = self.registry()?;
+        let mut push_side = Side::new(
+            "image push of a 200 MiB layer (new repository each round)",
+            String::new(),
+        );
+        let mut peak_kib = 0;
+        for round in 0..rounds {
+            let to = format!("{registry}/bench/big-{}-{round}", self.started);
+            let spec = Spec::new([
+                self.xtask.display().to_string(),
+                "image".into(),
+                "push".into(),
+                "--platform".into(),
+                "linux/amd64".into(),
+                "--to".into(),
+                to,
+                "--digest-dir".into(),
+                big.join("digests").display().to_string(),
+            ])
+            .env("CARGO_TARGET_DIR", &big);
+            push_side.command = spec.shown(&self.root);
+            let timed = self.time(&format!("push 200 MiB, round {}", round + 1), &spec, true)?;
+            push_side.seconds.push(timed.elapsed.as_secs_f64());
+            peak_kib = peak_kib.max(timed.peak_rss_kib.unwrap_or(0));
+        }
+        let mut memory = Bench::new("B7b", "image push of a 200 MiB layer", push_side);
+        memory.figures.push(Figure::new(
+            "peak memory of the xtask (VmHWM, highest round)",
+            peak_kib as f64 / 1024.0,
+            "MiB",
+            Some(B7_MEMORY_TARGET_MB),
+            "/proc/<pid>/status VmHWM, read every 5 ms while the push runs",
+        ));
+        Ok(vec![release, memory])
+    }
+
+    // ---- B4 ----
+
+    fn b4(&mut self, rounds: u32) -> anyhow::Result<Vec<Bench>> {
+        println!("B4: push of an image the registry already has");
+        let work = self.exports()?;
+        let registry = self.registry()?;
+        let warm = self.warm()?;
+        let platform = Platform::LINUX_AMD64;
+        let image = self.local_image(platform);
+        let xtask_spec = |host: &str, xtask: &Path| {
+            Spec::new([
+                xtask.display().to_string(),
+                "image".into(),
+                "push".into(),
+                "--platform".into(),
+                platform.to_string(),
+                "--to".into(),
+                format!("{host}/bench/push"),
+                "--digest-dir".into(),
+                work.join("b4-digests").display().to_string(),
+            ])
+            .env("CARGO_TARGET_DIR", &work)
+        };
+        let podman_spec = |host: &str| {
+            Spec::new([
+                "podman".into(),
+                "push".into(),
+                "--tls-verify=false".into(),
+                "--format".into(),
+                "v2s2".into(),
+                image.clone(),
+                format!("docker://{host}/bench/push:podman"),
+            ])
+            .env("CONTAINERS_STORAGE_CONF", &warm.conf)
+        };
+        let xtask = self.xtask.clone();
+        let (xtask_run, podman_run) = (xtask_spec(&registry, &xtask), podman_spec(&registry));
+        self.time("first push (untimed): image push", &xtask_run, false)?;
+        self.time("first push (untimed): podman push", &podman_run, false)?;
+        let mut podman_side =
+            Side::new("podman push (already there)", podman_run.shown(&self.root));
+        let mut xtask_side = Side::new("image push (already there)", xtask_run.shown(&self.root));
+        for round in 0..rounds {
+            for podman_first in order(round) {
+                let (label, spec, side) = if podman_first {
+                    ("podman push", &podman_run, &mut podman_side)
+                } else {
+                    ("image push", &xtask_run, &mut xtask_side)
+                };
+                let timed = self.time(&format!("{label}, round {}", round + 1), spec, false)?;
+                side.seconds.push(timed.elapsed.as_secs_f64());
+            }
+        }
+        let mut bench = Bench::new(
+            "B4",
+            "push of an image the registry already has (linux/amd64)",
+            podman_side,
+        );
+        bench.compared = Some(xtask_side);
+        bench.ratio_target = Some(Target { at_most: B4_TARGET });
+
+        let proxy = proxy::CountingProxy::start(&registry).context("start the counting proxy")?;
+        self.time(
+            "through the counting proxy: image push",
+            &xtask_spec(&proxy.address, &xtask),
+            false,
+        )?;
+        let by_xtask = proxy.take();
+        self.time(
+            "through the counting proxy: podman push",
+            &podman_spec(&proxy.address),
+            false,
+        )?;
+        let by_podman = proxy.take();
+        bench.figures.push(Figure::new(
+            "bytes uploaded by image push (request bodies)",
+            by_xtask.body_bytes as f64,
+            "B",
+            Some(0.0),
+            format!(
+                "a proxy in front of the registry: {} requests ({}), {} bytes in all",
+                by_xtask.requests.values().sum::<u64>(),
+                by_xtask.requests_line(),
+                by_xtask.bytes
+            ),
+        ));
+        bench.figures.push(Figure::new(
+            "bytes uploaded by podman push (request bodies)",
+            by_podman.body_bytes as f64,
+            "B",
+            None,
+            format!(
+                "a proxy in front of the registry: {} requests ({}), {} bytes in all",
+                by_podman.requests.values().sum::<u64>(),
+                by_podman.requests_line(),
+                by_podman.bytes
+            ),
+        ));
+        Ok(vec![bench])
+    }
+
+    // ---- B5 ----
+
+    fn b5(&mut self, rounds: u32) -> anyhow::Result<Vec<Bench>> {
+        println!("B5: one list over 2 platforms into 2 repositories");
+        let work = self.exports()?;
+        let registry = self.registry()?;
+        let warm = self.warm()?;
+        let (repo_a, repo_b) = (
+            format!("{registry}/bench/list-a"),
+            format!("{registry}/bench/list-b"),
+        );
+        let digests = work.join("b5-digests");
+        let _ = std::fs::remove_dir_all(&digests);
+        for platform in Platform::ALL {
+            let spec = Spec::new([
+                self.xtask.display().to_string(),
+                "image".into(),
+                "push".into(),
+                "--platform".into(),
+                platform.to_string(),
+                "--to".into(),
+                repo_a.clone(),
+                "--to".into(),
+                repo_b.clone(),
+                "--digest-dir".into(),
+                digests.display().to_string(),
+            ])
+            .env("CARGO_TARGET_DIR", &work);
+            self.time(
+                &format!("setup (untimed): push {platform} to both"),
+                &spec,
+                false,
+            )?;
+        }
+        let digest_of = |platform: Platform| -> anyhow::Result<String> {
+            let path = digests.join(platform.dir_name());
+            let record: push::DigestRecord = serde_json::from_slice(
+                &std::fs::read(&path).with_context(|| format!("read {}", path.display()))?,
+            )
+            .with_context(|| format!("parse {}", path.display()))?;
+            Ok(record.digest)
+        };
+        let (amd64, arm64) = (
+            digest_of(Platform::LINUX_AMD64)?,
+            digest_of(Platform::LINUX_ARM64)?,
+        );
+        let xtask_spec = |tag: &str| {
+            Spec::new([
+                self.xtask.display().to_string(),
+                "image".into(),
+                "manifest".into(),
+                "--digest-dir".into(),
+                digests.display().to_string(),
+                "--tag".into(),
+                tag.into(),
+                "--to".into(),
+                repo_a.clone(),
+                "--to".into(),
+                repo_b.clone(),
+                "--platforms".into(),
+                "linux/amd64,linux/arm64".into(),
+            ])
+            .env("CARGO_TARGET_DIR", &work)
+        };
+        let podman = |args: Vec<String>| {
+            Spec::new(std::iter::once("podman".to_owned()).chain(args))
+                .env("CONTAINERS_STORAGE_CONF", &warm.conf)
+        };
+        let podman_specs = |tag: &str, list: &str| -> Vec<Spec> {
+            let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+            vec![
+                podman(s(&["manifest", "create", list])),
+                podman(s(&[
+                    "manifest",
+                    "add",
+                    "--tls-verify=false",
+                    list,
+                    &format!("docker://{repo_a}@{amd64}"),
+                ])),
+                podman(s(&[
+                    "manifest",
+                    "add",
+                    "--tls-verify=false",
+                    list,
+                    &format!("docker://{repo_a}@{arm64}"),
+                ])),
+                podman(s(&[
+                    "manifest",
+                    "push",
+                    "--tls-verify=false",
+                    list,
+                    &format!("docker://{repo_a}:{tag}"),
+                ])),
+                podman(s(&[
+                    "manifest",
+                    "push",
+                    "--tls-verify=false",
+                    list,
+                    &format!("docker://{repo_b}:{tag}"),
+                ])),
+            ]
+        };
+        let shown_podman = podman_specs("TAG", "localhost/bench/list")
+            .iter()
+            .map(|s| s.shown(&self.root))
+            .collect::<Vec<_>>()
+            .join(" && ");
+        let mut podman_side = Side::new("podman manifest create, add x2, push x2", shown_podman);
+        let mut xtask_side = Side::new("image manifest", xtask_spec("TAG").shown(&self.root));
+        for round in 0..rounds {
+            for podman_first in order(round) {
+                if podman_first {
+                    let tag = format!("podman-{}-{round}", self.started);
+                    let list = format!("localhost/bench/list-{}-{round}", self.started);
+                    let mut total = Duration::ZERO;
+                    for spec in podman_specs(&tag, &list) {
+                        total += self
+                            .time(
+                                &format!("podman {}, round {}", spec.argv[2], round + 1),
+                                &spec,
+                                false,
+                            )?
+                            .elapsed;
+                    }
+                    let remove = podman(vec!["manifest".into(), "rm".into(), list.clone()]);
+                    self.time("podman manifest rm (untimed cleanup)", &remove, false)?;
+                    podman_side.seconds.push(total.as_secs_f64());
+                } else {
+                    let tag = format!("xtask-{}-{round}", self.started);
+                    let timed = self.time(
+                        &format!("image manifest, round {}", round + 1),
+                        &xtask_spec(&tag),
+                        false,
+                    )?;
+                    xtask_side.seconds.push(timed.elapsed.as_secs_f64());
+                }
+            }
+        }
+        let mut bench = Bench::new(
+            "B5",
+            "one list of 2 platforms into 2 repositories",
+            podman_side,
+        );
+        bench.compared = Some(xtask_side);
+        bench.ratio_target = Some(Target { at_most: B5_TARGET });
+        for (who, tag) in [
+            ("podman", format!("podman-{}-0", self.started)),
+            ("image manifest", format!("xtask-{}-0", self.started)),
+        ] {
+            if let Some(media_type) = manifest_media_type(&registry, "bench/list-a", &tag) {
+                bench
+                    .notes
+                    .push(format!("{who} published a list of media type {media_type}"));
+            }
+        }
+        Ok(vec![bench])
+    }
+
+    // ---- B1 and B2 ----
+
+    fn b1_b2(&mut self, rounds: u32, b1: bool, b2: bool) -> anyhow::Result<Vec<Bench>> {
+        println!("B1/B2: clean build vs rebuild after a source change, and vs empty storage with the registry cache");
+        let base = self.base(&[])?;
+        let (copy, copy_xtask) = self.project_copy()?;
+        let registry = if b2 { Some(self.registry()?) } else { None };
+        let cache_repo = registry.map(|r| format!("{r}/bench/layer-cache"));
+        let storages = self.dir.join("storage");
+        let work = self.dir.join("work-copy");
+        let build_spec = |storage: &Storage, cache: Option<&str>| {
+            let mut argv = vec![
+                copy_xtask.display().to_string(),
+                "image".into(),
+                "build".into(),
+                "--platform".into(),
+                "linux/amd64".into(),
+            ];
+            argv.extend(self.build_args(&self.rust_image));
+            if let Some(cache) = cache {
+                argv.extend(["--cache-repo".into(), cache.to_owned()]);
+            }
+            Spec::new(argv)
+                .env("CONTAINERS_STORAGE_CONF", &storage.conf)
+                .env("CARGO_TARGET_DIR", &work)
+        };
+        let shown = |cache: Option<&str>, what: &str| {
+            let storage = Storage {
+                dir: storages.join(what),
+                conf: storages.join(format!("{what}.conf")),
+            };
+            build_spec(&storage, cache).shown(&self.root)
+        };
+        let mut clean = Side::new(
+            "clean build (empty storage, no cache)",
+            shown(None, "clean"),
+        );
+        let mut rebuild = Side::new(
+            "rebuild after a source-only change, same storage",
+            shown(None, "clean"),
+        );
+        let mut cached = Side::new(
+            "empty storage + --cache-repo, after a source-only change",
+            shown(cache_repo.as_deref(), "cached"),
+        );
+        if let Some(cache) = &cache_repo {
+            let storage = Storage::fresh(self.sh, &storages.join("fill-cache"), Some(&base))?;
+            self.time(
+                "fill the layer cache (untimed)",
+                &build_spec(&storage, Some(cache)),
+                false,
+            )?;
+            storage.remove(self.sh)?;
+        }
+        let mut edits = 0;
+        let mut edit = |copy: &Path| -> anyhow::Result<()> {
+            edits += 1;
+            let main = copy.join("src/main.rs");
+            let mut text = std::fs::read_to_string(&main)
+                .with_context(|| format!("read {}", main.display()))?;
+            text.push_str(&format!(
+                "// source-only change {edits} for `cargo xtask bench`\n"
+            ));
+            std::fs::write(&main, text).with_context(|| format!("write {}", main.display()))
+        };
+        for round in 0..rounds {
+            let n = round + 1;
+            // Round 0: clean, rebuild, cached; round 1: cached, clean, rebuild; …
+            for clean_first in order(round) {
+                if clean_first {
+                    let storage = Storage::fresh(self.sh, &storages.join("clean"), Some(&base))?;
+                    let timed = self.time(
+                        &format!("clean build, round {n}"),
+                        &build_spec(&storage, None),
+                        false,
+                    )?;
+                    clean.seconds.push(timed.elapsed.as_secs_f64());
+                    if b1 {
+                        edit(&copy)?;
+                        let timed = self.time(
+                            &format!("rebuild after a source change, round {n}"),
+                            &build_spec(&storage, None),
+                            false,
+                        )?;
+                        rebuild.seconds.push(timed.elapsed.as_secs_f64());
+                    }
+                    storage.remove(self.sh)?;
+                } else if let Some(cache) = &cache_repo {
+                    edit(&copy)?;
+                    let storage = Storage::fresh(self.sh, &storages.join("cached"), Some(&base))?;
+                    let timed = self.time(
+                        &format!("empty storage + cache, round {n}"),
+                        &build_spec(&storage, Some(cache)),
+                        false,
+                    )?;
+                    cached.seconds.push(timed.elapsed.as_secs_f64());
+                    storage.remove(self.sh)?;
+                }
+            }
+        }
+        let note = "linux/amd64, built by the xtask binary of a copy of the project (target/bench/project) whose \
+                    src/main.rs gets a new comment line before each rebuild and each cached build";
+        let mut out = Vec::new();
+        if b1 {
+            let mut bench = Bench::new(
+                "B1",
+                "clean build vs rebuild after a source-only change",
+                clean.clone(),
+            );
+            bench.compared = Some(rebuild);
+            bench.ratio_target = Some(Target { at_most: B1_TARGET });
+            bench.notes.push(note.into());
+            out.push(bench);
+        }
+        if b2 {
+            let mut bench = Bench::new(
+                "B2",
+                "clean build vs empty storage with the registry layer cache",
+                clean,
+            );
+            bench.compared = Some(cached);
+            bench.ratio_target = Some(Target { at_most: B2_TARGET });
+            bench.notes.push(note.into());
+            bench.notes.push(
+                "the cached side includes the cache probe, pulling the cached layers and pushing the new ones \
+                 (--cache-to)"
+                    .into(),
+            );
+            out.push(bench);
+        }
+        Ok(out)
+    }
+
+    /// A copy of the project (what git tracks or would track) in target/bench/project, and its own xtask built,
+    /// whose project root is the copy.
+    fn project_copy(&mut self) -> anyhow::Result<(PathBuf, PathBuf)> {
+        let copy = self.dir.join("project");
+        let _ = std::fs::remove_dir_all(&copy);
+        let listing = cmd!(
+            self.sh,
+            "git ls-files -z --cached --others --exclude-standard"
+        )
+        .quiet()
+        .read()
+        .context("list the project's files with git (the benchmark copies them)")?;
+        for file in listing.split('\0').filter(|f| !f.is_empty()) {
+            let from = self.root.join(file);
+            if !from.is_file() {
+                continue;
+            }
+            let to = copy.join(file);
+            std::fs::create_dir_all(to.parent().expect("a file has a parent"))?;
+            std::fs::copy(&from, &to)
+                .with_context(|| format!("copy {} to {}", from.display(), to.display()))?;
+        }
+        let target = self.dir.join("project-target");
+        let manifest = copy.join("Cargo.toml");
+        let spec = Spec::new([
+            self.cargo.clone(),
+            "build".into(),
+            "--package".into(),
+            "xtask".into(),
+            "--manifest-path".into(),
+            manifest.display().to_string(),
+        ])
+        .env("CARGO_TARGET_DIR", &target);
+        self.time("setup: build the copy's xtask", &spec, false)?;
+        Ok((copy, target.join("debug").join("xtask")))
+    }
+
+    // ---- B3 ----
+
+    fn b3(&mut self, rounds: u32) -> anyhow::Result<Vec<Bench>> {
+        println!("B3: linux/arm64 cross-compiled vs emulated (qemu)");
+        ensure_arm64_builder(self.sh, &self.dir)?;
+        let base = self.base(&[ARM64_BUILDER])?;
+        let config = ImageConfig::load(self.sh)?;
+        let mut facts = build::Facts::gather(self.sh)?;
+        let platform = Platform::LINUX_ARM64;
+        let storages = self.dir.join("storage");
+        let mut plans = Vec::new();
+        for (what, rust_image, build_platform) in [
+            ("cross", self.rust_image.clone(), facts.build_platform),
+            ("emulated", ARM64_BUILDER.to_owned(), Platform::LINUX_ARM64),
+        ] {
+            facts.target_dir = self.dir.join(format!("work-b3-{what}"));
+            let request = build::BuildRequest {
+                platforms: vec![platform],
+                build_args: vec![
+                    format!("RUST_IMAGE={rust_image}"),
+                    "RUNTIME_IMAGE=scratch".into(),
+                ],
+                tag: Some(format!("localhost/bench/b3-{what}")),
+                cache_repo: None,
+                version: None,
+            };
+            let mut plan = build::BuildPlan::new(&config, &request, &facts)?;
+            // The emulated variant: the build stage runs on the target platform, under qemu.
+            plan.build_platform = build_platform;
+            std::fs::create_dir_all(&plan.out_dir)?;
+            let specs = [plan.build_argv(platform), plan.export_argv(platform)];
+            plans.push((what, specs));
+        }
+        let mut sides: Vec<Side> = plans
+            .iter()
+            .map(|(what, specs)| {
+                let shown = specs
+                    .iter()
+                    .map(|argv| shell_line(argv))
+                    .collect::<Vec<_>>()
+                    .join(" && ");
+                Side::new(
+                    format!("linux/arm64 {what}, empty storage"),
+                    format!(
+                        "CONTAINERS_STORAGE_CONF=<empty storage> {}",
+                        shown.replace(&format!("{}/", self.root.display()), "")
+                    ),
+                )
+            })
+            .collect();
+        for round in 0..rounds {
+            for cross_first in order(round) {
+                let index = usize::from(!cross_first);
+                let (what, specs) = &plans[index];
+                let storage =
+                    Storage::fresh(self.sh, &storages.join(format!("b3-{what}")), Some(&base))?;
+                let mut total = Duration::ZERO;
+                for argv in specs {
+                    let spec =
+                        Spec::new(argv.clone()).env("CONTAINERS_STORAGE_CONF", &storage.conf);
+                    total += self
+                        .time(
+                            &format!("{what} {}, round {}", argv[1], round + 1),
+                            &spec,
+                            false,
+                        )?
+                        .elapsed;
+                }
+                storage.remove(self.sh)?;
+                sides[index].seconds.push(total.as_secs_f64());
+            }
+        }
+        let emulated = sides.pop().expect("two sides");
+        let cross = sides.pop().expect("two sides");
+        let mut bench = Bench::new("B3", "linux/arm64: emulated vs cross-compiled", emulated);
+        bench.compared = Some(cross);
+        bench.ratio_target = Some(Target { at_most: B3_TARGET });
+        bench.notes.push(format!(
+            "same Containerfile and podman argv; the emulated side sets BUILDPLATFORM=linux/arm64 and uses {ARM64_BUILDER} \
+             (Debian trixie rustc, cargo, gcc for arm64), so every build step runs under qemu-aarch64"
+        ));
+        Ok(vec![bench])
+    }
+}
+
+/// The media type of a list in the registry, to say what each side published.
+fn manifest_media_type(registry: &str, repository: &str, tag: &str) -> Option<String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let response = agent
+        .head(&format!("http://{registry}/v2/{repository}/manifests/{tag}"))
+        .header(
+            "accept",
+            "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json",
+        )
+        .call()
+        .ok()?;
+    (response.status() == 200)
+        .then(|| {
+            response
+                .headers()
+                .get("content-type")?
+                .to_str()
+                .ok()
+                .map(str::to_owned)
+        })
+        .flatten()
+}
+
+/// A `dir:` export (as `podman push IMG dir:PATH` writes it) of one linux/amd64 image with a single 200 MiB layer
+/// of random bytes (gzip cannot shrink them), made once and reused.
+fn make_big_export(sh: &Shell, dir: &Path) -> anyhow::Result<()> {
+    if push::read_export(dir, Platform::LINUX_AMD64)
+        .is_ok_and(|e| e.layers.iter().any(|l| l.size >= BIG_LAYER_BYTES))
+    {
+        return Ok(());
+    }
+    println!("bench: making a 200 MiB random layer (once)");
+    let _ = std::fs::remove_dir_all(dir);
+    let scratch = dir.with_extension("scratch");
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(scratch.join("rootfs"))?;
+    std::fs::create_dir_all(dir)?;
+    {
+        use std::io::{Read, Write};
+        let mut random = std::fs::File::open("/dev/urandom").context("open /dev/urandom")?;
+        let path = scratch.join("rootfs/random.bin");
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&path)?);
+        let mut buffer = vec![0u8; 1 << 20];
+        for _ in 0..BIG_LAYER_BYTES / (1 << 20) {
+            random.read_exact(&mut buffer)?;
+            out.write_all(&buffer)?;
+        }
+        out.flush()?;
+    }
+    let (rootfs, tar) = (scratch.join("rootfs"), scratch.join("layer.tar"));
+    cmd!(
+        sh,
+        "tar --create --file {tar} --directory {rootfs} random.bin"
+    )
+    .quiet()
+    .run()
+    .context("pack the random layer with tar")?;
+    let diff_id = file_digest(&tar)?;
+    cmd!(sh, "gzip -1 --no-name {tar}")
+        .quiet()
+        .run()
+        .context("compress the random layer with gzip")?;
+    let layer = scratch.join("layer.tar.gz");
+    let layer_digest = file_digest(&layer)?;
+    let layer_size = std::fs::metadata(&layer)?.len();
+    std::fs::rename(&layer, dir.join(layer_digest.trim_start_matches("sha256:")))?;
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        "history": [{"created_by": "cargo xtask bench: 200 MiB of random bytes"}],
+    }))?;
+    let config_digest = format!("sha256:{:x}", Sha256::digest(&config));
+    std::fs::write(
+        dir.join(config_digest.trim_start_matches("sha256:")),
+        &config,
+    )?;
+    let manifest = serde_json::to_vec_pretty(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": push::DOCKER_MANIFEST,
+        "config": {
+            "mediaType": "application/vnd.docker.container.image.v1+json",
+            "size": config.len(),
+            "digest": config_digest,
+        },
+        "layers": [{
+            "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+            "size": layer_size,
+            "digest": layer_digest,
+        }],
+    }))?;
+    std::fs::write(dir.join("manifest.json"), manifest)?;
+    std::fs::write(dir.join("version"), "Directory Transport Version: 1.1\n")?;
+    std::fs::remove_dir_all(&scratch)?;
+    push::read_export(dir, Platform::LINUX_AMD64).map(drop)
+}
+
+/// B3's arm64 Rust image, made once with mmdebstrap (its package scripts run under qemu) and imported.
+fn ensure_arm64_builder(sh: &Shell, dir: &Path) -> anyhow::Result<()> {
+    if storage::image_id(sh, None, ARM64_BUILDER).is_some() {
+        return Ok(());
+    }
+    println!("bench: building {ARM64_BUILDER} with mmdebstrap under qemu (once; takes minutes)");
+    let ca = std::env::var("SSL_CERT_FILE")
+        .unwrap_or_else(|_| "/etc/ssl/certs/ca-certificates.crt".into());
+    let upload = format!("upload {ca} /etc/ssl/certs/ca-certificates.crt");
+    let tarball = dir.join("arm64-builder.tar");
+    std::fs::create_dir_all(dir)?;
+    let result = cmd!(
+        sh,
+        "mmdebstrap --quiet --variant=apt --architectures=arm64 --include=rustc,cargo,gcc,libc6-dev,ca-certificates
+            --dpkgopt=path-exclude=/usr/share/doc/* --dpkgopt=path-exclude=/usr/share/man/*
+            --dpkgopt=path-exclude=/usr/share/locale/*
+            --customize-hook={upload} trixie {tarball} http://deb.debian.org/debian"
+    )
+    .run()
+    .context("create the arm64 Rust builder's root filesystem with mmdebstrap (needs qemu-user-static and binfmt)")
+    .and_then(|()| {
+        let changes = [
+            "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "ENV CARGO_HTTP_CAINFO=/etc/ssl/certs/ca-certificates.crt",
+            "ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt",
+            r#"CMD ["/bin/bash"]"#,
+        ]
+        .iter()
+        .flat_map(|c| ["--change".to_owned(), c.to_string()])
+        .collect::<Vec<_>>();
+        cmd!(sh, "podman import --quiet --os linux --arch arm64 {changes...} {tarball} {ARM64_BUILDER}")
+            .run()
+            .with_context(|| format!("import {} as {ARM64_BUILDER}", tarball.display()))
+    });
+    let _ = std::fs::remove_file(&tarball);
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selections() {
+        type Case<'a> = (&'a [&'a str], bool, Option<&'a [u8]>);
+        let cases: [Case; 7] = [
+            (&[], false, Some(&[1, 2, 4, 5, 6, 7])),
+            (&[], true, Some(&[1, 2, 3, 4, 5, 6, 7])),
+            (&["B4"], false, Some(&[4])),
+            (&["b1,b2", "7"], false, Some(&[1, 2, 7])),
+            (&["B3"], false, Some(&[3])),
+            (&["B8"], false, None),
+            (&["fast"], false, None),
+        ];
+        for (which, emulated, want) in cases {
+            let which: Vec<String> = which.iter().map(|s| s.to_string()).collect();
+            match want {
+                Some(want) => assert_eq!(
+                    selection(&which, emulated)
+                        .unwrap()
+                        .into_iter()
+                        .collect::<Vec<_>>(),
+                    want,
+                    "{which:?}"
+                ),
+                None => assert_eq!(
+                    crate::exit::code_of(&selection(&which, emulated).unwrap_err()),
+                    2
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn sides_alternate() {
+        let firsts: Vec<bool> = (0..4).map(|round| order(round)[0]).collect();
+        assert_eq!(firsts, [true, false, true, false]);
+        for round in 0..4 {
+            let [a, b] = order(round);
+            assert_ne!(a, b);
+        }
+    }
+
+    #[test]
+    fn specs_show_as_shell_lines_relative_to_the_root() {
+        let spec = Spec::new([
+            "/src/target/debug/xtask",
+            "image",
+            "push",
+            "--to",
+            "127.0.0.1:5000/bench/push",
+        ])
+        .env("CARGO_TARGET_DIR", "/src/target/bench/work")
+        .env("X", "a b");
+        assert_eq!(
+            spec.shown(Path::new("/src")),
+            "CARGO_TARGET_DIR=target/bench/work 'X=a b' target/debug/xtask image push --to 127.0.0.1:5000/bench/push"
+        );
+    }
+
+    #[test]
+    fn compressed_sizes() {
+        let manifest = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json",
+            "config":{"mediaType":"application/vnd.docker.container.image.v1+json","size":10,
+                      "digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000"},
+            "layers":[{"size":100,"digest":"sha256:1111111111111111111111111111111111111111111111111111111111111111"},
+                      {"size":1000,"digest":"sha256:2222222222222222222222222222222222222222222222222222222222222222"}]}"#;
+        assert_eq!(compressed_size(manifest).unwrap(), 1110);
+        assert!(compressed_size(b"{}").is_err());
+    }
+}
