@@ -249,12 +249,16 @@ fn check_list(registry: &TestRegistry, tag: &str) -> (String, BTreeMap<String, (
     (harness::sha256(&raw), children)
 }
 
+/// Checks the run exited 0 and shows its closing summary (phase times) in the test's output.
 fn succeeded(run: Run) -> Run {
     assert_eq!(
         run.code, 0,
         "stdout:\n{}\nstderr:\n{}",
         run.stdout, run.stderr
     );
+    if let Some(at) = run.stdout.find("\nreleased ") {
+        println!("{}", run.stdout[at..].trim_end());
+    }
     run
 }
 
@@ -725,4 +729,77 @@ fn local_release_from_a_fresh_clone() {
         "{}",
         run.stdout
     );
+}
+
+#[test]
+#[ignore = "builds a registry image and both platforms with podman: needs the test bench; run by `cargo xtask ci`"]
+fn local_release_with_the_registry_image_instead_of_the_binary() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let bench = bench();
+    // A stand-in for the official registry image (docker.io is out of reach here): the same distribution binary
+    // at the same paths, on the local builder's Debian (the binary needs glibc).
+    let sh = Shell::new().unwrap();
+    for (k, v) in &bench.env {
+        sh.set_var(k, v);
+    }
+    let context = harness::temp_dir("registry-image");
+    std::fs::copy("/usr/bin/docker-registry", context.path().join("registry"))
+        .expect("docker-registry is installed");
+    let builder = bench
+        .build_args
+        .iter()
+        .find_map(|a| a.strip_prefix("RUST_IMAGE="))
+        .unwrap()
+        .to_owned();
+    std::fs::write(
+        context.path().join("Containerfile"),
+        format!(
+            "FROM {builder}\nCOPY registry /bin/registry\nENTRYPOINT [\"/bin/registry\", \"serve\"]\n\
+             CMD [\"/etc/docker/registry/config.yml\"]\n"
+        ),
+    )
+    .unwrap();
+    let image = "localhost/xtask-test/registry:2";
+    let dir = context.path();
+    cmd!(sh, "podman build -q --tag {image} {dir}")
+        .ignore_stdout()
+        .run()
+        .unwrap();
+
+    let _builds = build_locks();
+    let work = harness::temp_dir("registry-image-release");
+    let run = succeeded(
+        bench
+            .xtask(work.path())
+            .args(release_args(&bench, &["--local"]))
+            .env("XTASK_REGISTRY_IMAGE", image)
+            .run(),
+    );
+    let line = run
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("throwaway registry on "))
+        .unwrap_or_else(|| panic!("{}", run.stdout))
+        .to_owned();
+    assert!(line.contains(&format!("podman, image {image}")), "{line}");
+    for fragment in [
+        "linux/arm64: pulled ",
+        "linux/amd64: pulled ",
+        "throwaway registry stopped",
+    ] {
+        assert!(
+            run.stdout.contains(fragment),
+            "{fragment:?} in\n{}",
+            run.stdout
+        );
+    }
+    let address = line.split_whitespace().next().unwrap();
+    assert!(
+        TcpStream::connect(address).is_err(),
+        "{address} still answers"
+    );
+    let port = address.rsplit(':').next().unwrap();
+    let filter = format!("name=xtask-registry-{port}");
+    let left = cmd!(sh, "podman ps -aq --filter {filter}").read().unwrap();
+    assert_eq!(left.trim(), "", "the registry container is gone");
 }

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use xshell::{cmd, Shell};
 
-/// The official registry image, for machines without the distribution binary; `XTASK_REGISTRY_IMAGE` overrides it.
+/// The official registry image, for machines without the distribution binary; `XTASK_REGISTRY_IMAGE` names another
+/// (and then is used even where the binary is installed).
 pub const REGISTRY_IMAGE: &str = "docker.io/library/registry:2";
 
 /// Where the storage lives inside the official image.
@@ -60,12 +61,14 @@ pub fn config_yaml(address: &str, storage: &str) -> String {
     )
 }
 
-/// The binary if installed, else podman with the registry image.
+/// The registry image with podman when one is named (`XTASK_REGISTRY_IMAGE`), else the binary if installed, else
+/// podman with the official registry image.
 pub fn choose_runner(binary: Option<PathBuf>, image_override: Option<String>) -> Runner {
-    match binary {
-        Some(path) => Runner::Binary(path),
-        None => Runner::Podman {
-            image: image_override.unwrap_or_else(|| REGISTRY_IMAGE.to_owned()),
+    match (image_override, binary) {
+        (Some(image), _) => Runner::Podman { image },
+        (None, Some(path)) => Runner::Binary(path),
+        (None, None) => Runner::Podman {
+            image: REGISTRY_IMAGE.to_owned(),
         },
     }
 }
@@ -322,6 +325,13 @@ mod tests {
             ),
             (
                 None,
+                Some("localhost/registry:2"),
+                Runner::Podman {
+                    image: "localhost/registry:2".into(),
+                },
+            ),
+            (
+                Some("/usr/bin/docker-registry"),
                 Some("localhost/registry:2"),
                 Runner::Podman {
                     image: "localhost/registry:2".into(),

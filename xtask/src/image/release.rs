@@ -70,8 +70,12 @@ impl flags::Release {
                 println!("==> start a throwaway registry");
                 let registry = LocalRegistry::start(sh, runner.clone())?;
                 println!(
-                    "throwaway registry on {} (storage {})",
+                    "throwaway registry on {} ({}; storage {})",
                     registry.address,
+                    match runner {
+                        Runner::Binary(path) => path.display().to_string(),
+                        Runner::Podman { image } => format!("podman, image {image}"),
+                    },
                     registry.storage().display()
                 );
                 Some(registry)
