@@ -44,7 +44,8 @@ pub struct Options {
     pub insecure: Vec<String>,
     pub policy: Policy,
     pub connect_timeout: Duration,
-    /// Per read and per write: a stalled registry fails the attempt instead of hanging the pipeline.
+    /// Per read and per write, and for the whole of each answer's head and body: a stalled or trickling
+    /// registry fails the attempt instead of hanging the pipeline.
     pub io_timeout: Duration,
     /// Used in "Failed to <purpose> <registry> after 3 attempts": `push to`, `publish to`, `prune`.
     pub purpose: &'static str,
@@ -205,6 +206,11 @@ impl Registry {
             .timeout_connect(Some(options.connect_timeout))
             .timeout_per_read(Some(options.io_timeout))
             .timeout_per_write(Some(options.io_timeout))
+            // A per-read timeout restarts with every byte: a registry that trickles its answer (a byte now and
+            // then) would hold the pipeline forever. The answers are small, so each whole part gets one budget.
+            .timeout_send_request(Some(options.io_timeout))
+            .timeout_recv_response(Some(options.io_timeout))
+            .timeout_recv_body(Some(options.io_timeout))
             .user_agent(concat!("xtask-image/", env!("CARGO_PKG_VERSION")))
             // Only blob GETs redirect (to storage on another host); the default policy strips Authorization there.
             .max_redirects(5)
