@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use support::fault_proxy::{Exchange, Fault, FaultProxy, Plan, Rule};
 use support::registry::{self as harness, Auth, Export, Run, TestRegistry, Xtask};
@@ -561,4 +561,337 @@ fn a_failed_read_back_is_a_warning_not_a_half_publish() {
             "read-back",
         );
     }
+}
+
+/// The read timeout and the retry base the stall tests run with, and the bound that follows from them: the first
+/// request that meets the stall fails its attempt after one timeout, the operation after `ATTEMPTS` of them plus
+/// the backoff (base, then 2 × base), and the run stops at that operation. With the defaults (120 s per read or
+/// write, 10 s base) the same formula gives 3 × 120 + 10 + 20 = 390 s.
+const STALL_TIMEOUT_MS: u64 = 1_000;
+const STALL_BASE_MS: u64 = 100;
+const ATTEMPTS: u64 = 3;
+/// Process start, credential lookup and the requests that succeed before the stall.
+const STALL_SLACK_MS: u64 = 2_000;
+
+fn stall_bound() -> (Duration, Duration) {
+    let floor = Duration::from_millis(ATTEMPTS * STALL_TIMEOUT_MS);
+    let bound = floor + Duration::from_millis(STALL_BASE_MS * (1 + 2) + STALL_SLACK_MS);
+    (floor, bound)
+}
+
+fn stalled_run(xtask: impl Fn(&[(&str, &str)]) -> Xtask) -> Run {
+    let timeout = STALL_TIMEOUT_MS.to_string();
+    let base = STALL_BASE_MS.to_string();
+    let env = [
+        ("XTASK_HTTP_TIMEOUT_MS", timeout.as_str()),
+        ("XTASK_RETRY_BASE_MS", base.as_str()),
+    ];
+    xtask(&env).run()
+}
+
+/// A registry that accepts connections and then never answers: push and manifest both fail with exit 4 within
+/// the bound, having waited out every attempt (not failed early on something else).
+#[test]
+fn a_stalled_registry_fails_within_the_bound() {
+    let site = Site::start(Auth::Anonymous);
+    let work = harness::temp_dir("stall");
+    exports(work.path(), 0);
+    let targets = vec![site.target()];
+    // The digest files the manifest stage needs, pushed while the registry still answered.
+    for platform in ["linux/amd64", "linux/arm64"] {
+        push(work.path(), platform, &targets, FAST).run().success();
+    }
+    site.proxy.set_plan(Plan::stalled(Duration::from_secs(120)));
+    let (floor, bound) = stall_bound();
+    type Step<'a> = Box<dyn Fn(&[(&str, &str)]) -> Xtask + 'a>;
+    let steps: [(&str, Step); 2] = [
+        (
+            "push",
+            Box::new(|env| {
+                // Another repository, so the push has to talk to the registry.
+                push(
+                    work.path(),
+                    "linux/amd64",
+                    &[format!("{}/other", site.proxy.address())],
+                    env,
+                )
+            }),
+        ),
+        (
+            "manifest",
+            Box::new(|env| manifest(work.path(), "latest", &targets, env)),
+        ),
+    ];
+    for (name, step) in steps {
+        let run = stalled_run(step);
+        eprintln!(
+            "stalled {name}: exit {} after {:.2} s (bound {:.2} s)",
+            run.code,
+            run.elapsed.as_secs_f64(),
+            bound.as_secs_f64()
+        );
+        assert_eq!(run.code, 4, "{name}: {}{}", run.stdout, run.stderr);
+        assert!(
+            run.stderr.contains("after 3 attempts"),
+            "{name}: {}",
+            run.stderr
+        );
+        assert!(run.stderr.contains("timeout"), "{name}: {}", run.stderr);
+        assert!(
+            run.elapsed >= floor && run.elapsed <= bound,
+            "{name}: {:?} outside [{floor:?}, {bound:?}]",
+            run.elapsed
+        );
+    }
+    assert_eq!(site.tag("latest"), None, "nothing was published");
+}
+
+/// A registry that stops reading an upload halfway, for a layer whose rest fits in the socket buffers (the client
+/// then waits for an answer: one read timeout per attempt) and for one whose rest does not (the client's write
+/// blocks). Each attempt starts a new upload; the push fails with exit 4 within the bound.
+///
+/// A blocked write times out one timeout after the last byte the kernel took, and Linux keeps taking a few while
+/// its zero-window probes back off (each collapse of the reader's queue opens a little window): up to about two
+/// timeouts more (measured: 1.2 s with a 1 s timeout). So a write-blocked attempt is bounded by 3 timeouts.
+#[test]
+fn an_upload_stalled_midway_fails_within_the_bound() {
+    let site = Site::start(Auth::Anonymous);
+    let stall_layer = Plan {
+        rules: vec![Rule {
+            method: Some("PUT".into()),
+            path_contains: Some("/blobs/uploads/".into()),
+            fault: Fault::StallMidBody,
+            skip: 1, // the config goes through; the layer stalls
+            remaining: None,
+        }],
+        stall: Duration::from_secs(120),
+        ..Plan::default()
+    };
+    let (floor, answer_bound) = stall_bound();
+    let write_bound = answer_bound + Duration::from_millis(ATTEMPTS * 2 * STALL_TIMEOUT_MS);
+    for (layer, bound) in [(1u64 << 20, answer_bound), (16 << 20, write_bound)] {
+        let work = harness::temp_dir("stall-upload");
+        Export::write(&work.path().join("image/linux-amd64"), "amd64", &[layer]);
+        let mark = site.proxy.mark();
+        site.proxy.set_plan(stall_layer.clone());
+        let target = format!("{}/{REPO}-{layer}", site.proxy.address());
+        let run = stalled_run(|env| {
+            push(
+                work.path(),
+                "linux/amd64",
+                std::slice::from_ref(&target),
+                env,
+            )
+        });
+        eprintln!(
+            "upload of {layer} bytes stalled midway: exit {} after {:.2} s (bound {:.2} s)",
+            run.code,
+            run.elapsed.as_secs_f64(),
+            bound.as_secs_f64()
+        );
+        assert_eq!(run.code, 4, "{}{}", run.stdout, run.stderr);
+        let stalled: Vec<Exchange> = site
+            .proxy
+            .log_since(mark)
+            .into_iter()
+            .filter(|e| e.fault == Some(Fault::StallMidBody))
+            .collect();
+        assert_eq!(
+            stalled.len(),
+            3,
+            "one stalled upload per attempt: {stalled:?}"
+        );
+        assert!(stalled.iter().all(|e| !e.body_complete && e.body_bytes > 0));
+        assert!(
+            run.elapsed >= floor && run.elapsed <= bound,
+            "{layer}: {:?} outside [{floor:?}, {bound:?}]\n{}",
+            run.elapsed,
+            run.stderr
+        );
+    }
+}
+
+/// A registry that is never silent for a whole read timeout, but never finishes an answer either (one byte every
+/// half timeout): a per-read timeout alone never fires, so the run must still end within the bound.
+#[test]
+fn a_trickling_registry_fails_within_the_bound() {
+    let site = Site::start(Auth::Anonymous);
+    let work = harness::temp_dir("trickle");
+    exports(work.path(), 0);
+    site.proxy.set_plan(Plan {
+        rate: 1.0,
+        faults: vec![Fault::Trickle {
+            every: Duration::from_millis(STALL_TIMEOUT_MS / 2),
+        }],
+        ..Plan::default()
+    });
+    let (_, bound) = stall_bound();
+    let started = Instant::now();
+    let run = stalled_run(|env| push(work.path(), "linux/amd64", &[site.target()], env));
+    eprintln!(
+        "trickling registry: exit {} after {:.2} s (bound {:.2} s)",
+        run.code,
+        run.elapsed.as_secs_f64(),
+        bound.as_secs_f64()
+    );
+    assert_eq!(run.code, 4, "{}{}", run.stdout, run.stderr);
+    assert!(started.elapsed() <= bound, "{:?}", started.elapsed());
+}
+
+/// The digest a blob upload PUT names (`…?_state=…&digest=sha256%3A…`).
+fn upload_digest(exchange: &Exchange) -> Option<String> {
+    if exchange.method != "PUT" || !exchange.path.contains("/blobs/uploads/") {
+        return None;
+    }
+    let (_, digest) = exchange.path.split_once("digest=")?;
+    Some(digest.split('&').next()?.replace("%3A", ":"))
+}
+
+/// Blob uploads the registry accepted: (digest, payload bytes).
+fn accepted_uploads(log: &[Exchange]) -> Vec<(String, u64)> {
+    log.iter()
+        .filter(|e| e.status == Some(201))
+        .filter_map(|e| Some((upload_digest(e)?, e.body_bytes)))
+        .collect()
+}
+
+/// A push killed with SIGKILL in the middle of a layer upload (the proxy slows the link so the kill lands there),
+/// then the whole publish rerun: it completes, and the rerun uploads exactly the blobs the killed run had not
+/// finished, each once, counted in bytes by the proxy.
+#[test]
+fn a_push_killed_midway_resumes_with_only_what_is_missing() {
+    let site = Site::start(Auth::Anonymous);
+    let work = harness::temp_dir("kill");
+    // Larger than what the socket buffers between the xtask and the proxy hold (about 10 MiB here): a kill must
+    // leave part of the layer unsent, not merely unread.
+    let layer = 24u64 << 20;
+    let images = [
+        Export::write(
+            &work.path().join("image/linux-amd64"),
+            "amd64",
+            &[layer, layer + 1, layer + 2],
+        ),
+        Export::write(&work.path().join("image/linux-arm64"), "arm64", &[5_000]),
+    ];
+    let amd64 = &images[0];
+    let config_size = amd64.total_size - amd64.layers.iter().map(|(_, s)| s).sum::<u64>();
+    let mut sizes: BTreeMap<String, u64> = amd64.layers.iter().cloned().collect();
+    sizes.insert(amd64.config_digest.clone(), config_size);
+
+    // About a second per layer.
+    site.proxy.set_plan(Plan {
+        throttle: Some(layer),
+        ..Plan::default()
+    });
+    let home = harness::temp_dir("home");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    for name in harness::SCRUBBED {
+        command.env_remove(name);
+    }
+    let mut killed = command
+        .env("HOME", home.path())
+        .env("XTASK_RETRY_BASE_MS", "10")
+        .env("CARGO_TARGET_DIR", work.path())
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap())
+        .args(["image", "push", "--platform", "linux/amd64", "--digest-dir"])
+        .arg(work.path().join("digests"))
+        .args(["--to", &site.target()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the first layer is in and the second is on its way, then kill in the middle of it.
+    let started = Instant::now();
+    loop {
+        let log = site.proxy.log();
+        let done = accepted_uploads(&log).len();
+        let uploading = log
+            .last()
+            .is_some_and(|e| e.status.is_none() && upload_digest(e).is_some());
+        if done >= 2 && uploading {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the push never reached its second layer: {log:?}"
+        );
+        assert!(
+            killed.try_wait().unwrap().is_none(),
+            "the push ended before the kill: {log:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    killed.kill().unwrap(); // SIGKILL
+    let status = killed.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9)
+    );
+    // The proxy still drains what the killed process had handed to the kernel, at the throttled pace.
+    assert!(site.proxy.wait_idle(Duration::from_secs(30)));
+    let first = site.proxy.log();
+    let finished: BTreeMap<String, u64> = accepted_uploads(&first).into_iter().collect();
+    let cut: Vec<&Exchange> = first
+        .iter()
+        .filter(|e| upload_digest(e).is_some() && e.status.is_none())
+        .collect();
+    assert_eq!(cut.len(), 1, "one upload was cut: {first:?}");
+    assert!(
+        !cut[0].body_complete && cut[0].body_bytes > 0 && cut[0].body_bytes < layer,
+        "{:?}",
+        cut[0]
+    );
+    assert!(!first
+        .iter()
+        .any(|e| e.method == "PUT" && e.path.contains("/manifests/")));
+    assert!(!work.path().join("digests/linux-amd64").exists());
+    assert_eq!(site.tag("latest"), None);
+
+    // The rerun, at full speed: push amd64 again, then arm64, then the manifest.
+    site.proxy.set_plan(Plan::default());
+    let targets = vec![site.target()];
+    let mark = site.proxy.mark();
+    push(work.path(), "linux/amd64", &targets, FAST)
+        .run()
+        .success();
+    let rerun = site.proxy.log_since(mark);
+    let uploaded = accepted_uploads(&rerun);
+    let missing: BTreeMap<String, u64> = sizes
+        .iter()
+        .filter(|(digest, _)| !finished.contains_key(*digest))
+        .map(|(d, s)| (d.clone(), *s))
+        .collect();
+    let uploaded_map: BTreeMap<String, u64> = uploaded.iter().cloned().collect();
+    assert_eq!(
+        uploaded.len(),
+        uploaded_map.len(),
+        "a blob went twice: {uploaded:?}"
+    );
+    assert_eq!(
+        uploaded_map, missing,
+        "the rerun uploads exactly what was missing"
+    );
+    let resent: u64 = uploaded.iter().map(|(_, n)| n).sum();
+    let saved: u64 = finished.values().sum();
+    eprintln!(
+        "killed mid-upload after {} of {} bytes ({} of {} blobs finished, {} bytes of the cut one sent); the rerun \
+         uploaded {resent} bytes ({} blobs) and skipped {saved}",
+        saved + cut[0].body_bytes,
+        amd64.total_size,
+        finished.len(),
+        sizes.len(),
+        cut[0].body_bytes,
+        uploaded.len(),
+    );
+    assert_eq!(resent + saved, amd64.total_size);
+
+    push(work.path(), "linux/arm64", &targets, FAST)
+        .run()
+        .success();
+    manifest(work.path(), "latest", &targets, FAST)
+        .run()
+        .success();
+    assert_published(&site, "latest", &images, work.path(), "after the rerun");
 }

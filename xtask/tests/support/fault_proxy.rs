@@ -12,7 +12,7 @@
 //! leaks into the next request.
 
 use std::collections::HashSet;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -36,6 +36,12 @@ pub enum Fault {
     ResetMidBody,
     /// Read the whole request, then answer nothing for [`Plan::stall`] (or until the proxy stops).
     Stall,
+    /// Read half the request body, then read nothing more for [`Plan::stall`]: the client's writes block (or it
+    /// waits for an answer) (requests with a body only).
+    StallMidBody,
+    /// Forward, then pass the answer on one byte at a time with this pause between bytes: a registry that is
+    /// never silent for long, but never done.
+    Trickle { every: Duration },
 }
 
 impl Fault {
@@ -48,13 +54,15 @@ impl Fault {
             Fault::AppliedThen500 => "applied-then-500",
             Fault::ResetMidBody => "reset",
             Fault::Stall => "stall",
+            Fault::StallMidBody => "stall-mid-body",
+            Fault::Trickle { .. } => "trickle",
         }
     }
 
     fn applies_to(&self, request: &RequestHead) -> bool {
         match self {
             Fault::ManifestPut500Once | Fault::AppliedThen500 => request.is_manifest_put(),
-            Fault::ResetMidBody => request.has_body(),
+            Fault::ResetMidBody | Fault::StallMidBody => request.has_body(),
             _ => true,
         }
     }
@@ -154,6 +162,8 @@ pub struct Exchange {
     pub body_bytes: u64,
     /// Whether the client's request body arrived complete.
     pub body_complete: bool,
+    /// When the request head arrived.
+    pub at: Instant,
 }
 
 impl Exchange {
@@ -304,6 +314,18 @@ impl FaultProxy {
     pub fn open_connections(&self) -> usize {
         self.shared.open.load(Ordering::SeqCst)
     }
+
+    /// Waits until no connection is being served (every logged exchange is final); false on timeout.
+    pub fn wait_idle(&self, timeout: Duration) -> bool {
+        let until = Instant::now() + timeout;
+        while self.open_connections() > 0 {
+            if Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
 }
 
 impl Drop for FaultProxy {
@@ -411,16 +433,17 @@ fn read_head(reader: &mut impl BufRead) -> io::Result<Option<RequestHead>> {
 }
 
 /// Copies a request body from the client to `sink` with its framing intact (so the registry sees the same
-/// request), stopping after `limit` payload bytes when set. Returns (payload bytes read, whether the body ended).
+/// request), stopping after `limit` payload bytes when set. Returns whether the body ended; `payload` counts the
+/// payload bytes read, also when the client goes away halfway.
 fn copy_body(
     head: &RequestHead,
     reader: &mut impl BufRead,
     sink: &mut dyn Write,
     limit: Option<u64>,
     throttle: Option<u64>,
-) -> io::Result<(u64, bool)> {
+    payload: &mut u64,
+) -> io::Result<bool> {
     let started = Instant::now();
-    let mut payload = 0u64;
     let pace = |payload: u64| {
         if let Some(rate) = throttle.filter(|r| *r > 0) {
             let due = Duration::from_secs_f64(payload as f64 / rate as f64);
@@ -471,20 +494,19 @@ fn copy_body(
                     let line = read_line(reader)?.unwrap_or_default();
                     sink.write_all(format!("{line}\r\n").as_bytes())?;
                     if line.is_empty() {
-                        return Ok((payload, true));
+                        return Ok(true);
                     }
                 }
             }
-            if !copy(reader, sink, size, &mut payload)? {
-                return Ok((payload, false));
+            if !copy(reader, sink, size, payload)? {
+                return Ok(false);
             }
             let end = read_line(reader)?.unwrap_or_default();
             sink.write_all(format!("{end}\r\n").as_bytes())?;
         }
     } else {
         let length = head.content_length().unwrap_or(0);
-        let complete = copy(reader, sink, length, &mut payload)?;
-        Ok((payload, complete))
+        copy(reader, sink, length, payload)
     }
 }
 
@@ -514,8 +536,13 @@ fn respond(
     client.flush()
 }
 
-/// Reads the registry's answer and passes it on, with `connection: close`; returns its status.
-fn relay_response(upstream: TcpStream, client: &mut TcpStream) -> io::Result<u16> {
+/// Reads the registry's answer and passes it on, with `connection: close`; returns its status. With `trickle`,
+/// one byte at a time with that pause between bytes.
+fn relay_response(
+    upstream: TcpStream,
+    client: &mut TcpStream,
+    trickle: Option<(Duration, &AtomicBool)>,
+) -> io::Result<u16> {
     let mut reader = BufReader::new(upstream);
     let status_line = read_line(&mut reader)?
         .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "no answer"))?;
@@ -542,8 +569,24 @@ fn relay_response(upstream: TcpStream, client: &mut TcpStream) -> io::Result<u16
         }
     }
     head.push_str("connection: close\r\n\r\n");
-    client.write_all(head.as_bytes())?;
-    io::copy(&mut reader, client)?;
+    match trickle {
+        None => {
+            client.write_all(head.as_bytes())?;
+            io::copy(&mut reader, client)?;
+        }
+        Some((every, stop)) => {
+            let mut rest = head.into_bytes();
+            reader.read_to_end(&mut rest)?;
+            for byte in rest {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                client.write_all(&[byte])?;
+                client.flush()?;
+                std::thread::sleep(every);
+            }
+        }
+    }
     client.flush()?;
     Ok(status)
 }
@@ -632,6 +675,7 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
             upstream_status: None,
             body_bytes: 0,
             body_complete: false,
+            at: Instant::now(),
         });
         (index, fault, state.plan.stall, state.plan.throttle)
     };
@@ -639,33 +683,36 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
         let mut state = shared.state.lock().unwrap();
         f(&mut state.log[index]);
     };
-    let drain = |reader: &mut BufReader<TcpStream>| -> io::Result<()> {
-        let (bytes, complete) = copy_body(&head, reader, &mut io::sink(), None, throttle)?;
+    // Copies the request body to `sink` and logs how much of it came.
+    let body = |reader: &mut BufReader<TcpStream>,
+                sink: &mut dyn Write,
+                limit: Option<u64>|
+     -> io::Result<()> {
+        let mut bytes = 0;
+        let result = copy_body(&head, reader, sink, limit, throttle, &mut bytes);
+        let complete = matches!(result, Ok(true));
         record(&mut |e| {
             e.body_bytes = bytes;
             e.body_complete = complete;
         });
-        Ok(())
+        result.map(|_| ())
     };
+    let drain = |reader: &mut BufReader<TcpStream>| body(reader, &mut io::sink(), None);
     match fault {
-        None => {
+        None | Some(Fault::Trickle { .. }) => {
+            let trickle = match fault {
+                Some(Fault::Trickle { every }) => Some((every, &shared.stop)),
+                _ => None,
+            };
             let mut upstream = TcpStream::connect(shared.upstream)?;
             upstream.write_all(&head.to_upstream())?;
-            let result = copy_body(&head, &mut reader, &mut upstream, None, throttle);
-            let (bytes, complete) = match result {
-                Ok(done) => done,
-                Err(err) => {
-                    // The client went away mid-body: the registry sees the same cut.
-                    let _ = upstream.shutdown(Shutdown::Both);
-                    return Err(err);
-                }
-            };
-            record(&mut |e| {
-                e.body_bytes = bytes;
-                e.body_complete = complete;
-            });
+            if let Err(err) = body(&mut reader, &mut upstream, None) {
+                // The client went away mid-body: the registry sees the same cut.
+                let _ = upstream.shutdown(Shutdown::Both);
+                return Err(err);
+            }
             upstream.flush()?;
-            let status = relay_response(upstream, &mut client)?;
+            let status = relay_response(upstream, &mut client, trickle)?;
             record(&mut |e| {
                 e.status = Some(status);
                 e.upstream_status = Some(status);
@@ -694,14 +741,10 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
         Some(Fault::AppliedThen500) => {
             let mut upstream = TcpStream::connect(shared.upstream)?;
             upstream.write_all(&head.to_upstream())?;
-            let (bytes, complete) = copy_body(&head, &mut reader, &mut upstream, None, throttle)?;
+            body(&mut reader, &mut upstream, None)?;
             upstream.flush()?;
             let upstream_status = swallow_response(upstream)?;
-            record(&mut |e| {
-                e.body_bytes = bytes;
-                e.body_complete = complete;
-                e.upstream_status = Some(upstream_status);
-            });
+            record(&mut |e| e.upstream_status = Some(upstream_status));
             respond(&mut client, 500, "Internal Server Error", &[])?;
             record(&mut |e| e.status = Some(500));
         }
@@ -710,12 +753,7 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
             let limit = head.content_length().map_or(64, |n| n / 2);
             let mut upstream = TcpStream::connect(shared.upstream)?;
             upstream.write_all(&head.to_upstream())?;
-            let (bytes, complete) =
-                copy_body(&head, &mut reader, &mut upstream, Some(limit), throttle)?;
-            record(&mut |e| {
-                e.body_bytes = bytes;
-                e.body_complete = complete;
-            });
+            body(&mut reader, &mut upstream, Some(limit))?;
             let _ = upstream.shutdown(Shutdown::Both);
             drop(upstream);
             // Unread bytes in the receive queue turn the close into a reset. Wait briefly for the rest of the body
@@ -723,6 +761,15 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
             std::thread::sleep(Duration::from_millis(20));
             drop(reader);
             drop(client);
+        }
+        Some(Fault::StallMidBody) => {
+            let limit = head.content_length().map_or(64, |n| n / 2);
+            body(&mut reader, &mut io::sink(), Some(limit))?;
+            let until = Instant::now() + stall;
+            while Instant::now() < until && !shared.stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = client.shutdown(Shutdown::Both);
         }
         Some(Fault::Stall) => {
             drain(&mut reader)?;
