@@ -318,7 +318,20 @@ pub fn parse_auth_file(
     registry: &str,
     repository: &str,
 ) -> Result<Option<FileEntry>, String> {
-    let file: AuthFile = serde_json::from_str(text).map_err(|err| format!("bad JSON ({err})"))?;
+    // serde's message quotes the value it could not use, and in an auth file that value may be the credentials
+    // themselves (`"host": "<base64 of user:password>"`): say where and what kind of mistake, never the value.
+    let file: AuthFile = serde_json::from_str(text).map_err(|err| {
+        let what = match err.classify() {
+            serde_json::error::Category::Data => "a value of the wrong type or shape",
+            serde_json::error::Category::Eof => "it ends too early",
+            _ => "a syntax error",
+        };
+        format!(
+            "bad JSON ({what} at line {}, column {})",
+            err.line(),
+            err.column()
+        )
+    })?;
 
     if let Some((_, helper)) = best_key(file.cred_helpers.iter(), registry, repository) {
         return Ok(Some(FileEntry::Helper(valid_helper(helper)?)));
@@ -587,8 +600,19 @@ mod tests {
     #[test]
     fn broken_auth_files_are_reported() {
         let cases = [
-            ("{not json", "bad JSON"),
-            (r#"{"auths": []}"#, "bad JSON"),
+            ("{not json", "bad JSON (a syntax error at line 1, column 2)"),
+            (
+                r#"{"auths": []}"#,
+                "bad JSON (a value of the wrong type or shape at line 1, column 10)",
+            ),
+            (
+                r#"{"auths": {"ghcr.io": "dTpzZWNyZXQ="}}"#,
+                "bad JSON (a value of the wrong type or shape at line 1, column 36)",
+            ),
+            (
+                r#"{"auths": {"#,
+                "bad JSON (it ends too early at line 1, column 11)",
+            ),
             (
                 r#"{"auths": {"ghcr.io": {"auth": "%%%"}}}"#,
                 "not valid base64",
@@ -606,6 +630,7 @@ mod tests {
             let err = parse_auth_file(text, "ghcr.io", "o/n").unwrap_err();
             assert!(err.contains(mention), "{text}: {err}");
             assert!(!err.contains("nocolon"), "secret leaked: {err}");
+            assert!(!err.contains("dTpzZWNyZXQ="), "secret leaked: {err}");
         }
     }
 
