@@ -278,6 +278,9 @@ pub fn table(benches: &[Bench]) -> String {
                 figure.unit
             );
         }
+        for note in &bench.notes {
+            let _ = writeln!(out, "{:<4} note: {note}", "");
+        }
     }
     out
 }
@@ -379,6 +382,7 @@ mod tests {
             Some(0.0),
             "proxy",
         ));
+        bench.notes.push("one platform".into());
         let empty = Bench::new("B6", "compile", side("cold compile", &[]));
         let text = table(&[bench, empty]);
         for line in [
@@ -391,6 +395,7 @@ mod tests {
             "100.0 ms",
             "ratio 0.200 (target <= 0.50: met)",
             "bytes uploaded by the xtask: 0 B (target <= 0 B: met)",
+            "note: one platform",
             "B6 compile",
             "not run",
         ] {

@@ -128,6 +128,8 @@ pub struct BuildPlan {
     /// `<target>/image`: each platform is exported to `<out_dir>/<os>-<arch>/`.
     pub out_dir: PathBuf,
     pub cache_repo: Option<String>,
+    /// The cache can be read but not written (found by [`BuildPlan::check_cache`]): no `--cache-to`.
+    pub cache_read_only: bool,
 }
 
 /// One platform's build, exported for the push stage.
@@ -215,6 +217,7 @@ impl BuildPlan {
             image,
             out_dir: facts.target_dir.join("image"),
             cache_repo,
+            cache_read_only: false,
         })
     }
 
@@ -261,13 +264,10 @@ impl BuildPlan {
             argv.extend(["--label".to_owned(), format!("{key}={value}")]);
         }
         if let Some(repo) = &self.cache_repo {
-            argv.extend([
-                "--layers".into(),
-                "--cache-from".into(),
-                repo.clone(),
-                "--cache-to".into(),
-                repo.clone(),
-            ]);
+            argv.extend(["--layers".into(), "--cache-from".into(), repo.clone()]);
+            if !self.cache_read_only {
+                argv.extend(["--cache-to".into(), repo.clone()]);
+            }
             // podman has no per-registry switch: for a loopback cache (plain HTTP) TLS verification is off for
             // the whole build, base image pulls included.
             if Reference::parse(repo)
@@ -280,21 +280,29 @@ impl BuildPlan {
         argv
     }
 
-    /// Keeps the layer cache only if it can be read and written now; otherwise warns and builds without it. A
-    /// missing or unreachable cache must never fail a build, and podman fails a build whose `--cache-to` push is
-    /// refused, so the probe writes: it uploads the empty blob (one attempt, short timeouts). Credentials found in
-    /// the environment are handed to podman with `podman login` (secret on stdin), since podman reads only its
-    /// auth files.
+    /// Keeps the layer cache as far as it can be used now: read and write, read only (`--cache-from` alone: a
+    /// developer without push rights still gets CI's layers), or not at all, with a warning. A missing or
+    /// unreachable cache must never fail a build, and podman fails a build whose `--cache-to` push is refused, so
+    /// the probe writes: it uploads the empty blob (one attempt, short timeouts), and on refusal reads it.
+    /// Credentials found in the environment are handed to podman with `podman login` (secret on stdin), since
+    /// podman reads only its auth files.
     pub fn check_cache(&mut self, sh: &Shell, env: &Env) {
         let Some(repo) = self.cache_repo.clone() else {
             return;
         };
         let started = Instant::now();
         match probe_cache(sh, &repo, &self.out_dir, env) {
-            Ok(()) => println!(
-                "==> layer cache {repo}: usable (checked in {:.1} s)",
+            Ok(None) => println!(
+                "==> layer cache {repo}: read and write (checked in {:.1} s)",
                 started.elapsed().as_secs_f64()
             ),
+            Ok(Some(refused)) => {
+                eprintln!(
+                    "warning: the layer cache {repo} cannot be written ({refused:#}); reading it only, so this \
+                     build's new layers are not cached"
+                );
+                self.cache_read_only = true;
+            }
             Err(err) => {
                 eprintln!(
                     "warning: the layer cache {repo} cannot be used ({err:#}); building without it, so every \
@@ -320,7 +328,13 @@ impl BuildPlan {
     }
 }
 
-fn probe_cache(sh: &Shell, repo: &str, scratch_dir: &Path, env: &Env) -> anyhow::Result<()> {
+/// Ok(None): read and write; Ok(Some(why)): read only, writing failed with `why`; Err: not usable.
+fn probe_cache(
+    sh: &Shell,
+    repo: &str,
+    scratch_dir: &Path,
+    env: &Env,
+) -> anyhow::Result<Option<anyhow::Error>> {
     let target = Reference::parse(repo)?;
     let found = credentials::lookup(sh, &target.registry, &target.repository, env)?;
     let login = found
@@ -342,7 +356,15 @@ fn probe_cache(sh: &Shell, repo: &str, scratch_dir: &Path, env: &Env) -> anyhow:
         .with_context(|| format!("create {}", scratch_dir.display()))?;
     let empty = scratch_dir.join(".cache-probe");
     std::fs::write(&empty, b"").with_context(|| format!("write {}", empty.display()))?;
-    registry.upload_blob(&target.repository, EMPTY_BLOB, &empty, None)?;
+    let refused = match registry.upload_blob(&target.repository, EMPTY_BLOB, &empty, None) {
+        Ok(_) => None,
+        Err(write) => {
+            registry
+                .blob_exists(&target.repository, EMPTY_BLOB)
+                .map_err(|read| read.context(format!("writing failed too: {write:#}")))?;
+            Some(write)
+        }
+    };
     if let Some(credentials) = login {
         let (user, host) = (&credentials.username, &target.registry);
         cmd!(sh, "podman login --username {user} --password-stdin {host}")
@@ -352,7 +374,7 @@ fn probe_cache(sh: &Shell, repo: &str, scratch_dir: &Path, env: &Env) -> anyhow:
             .run()
             .with_context(|| format!("podman login {host} for the layer cache"))?;
     }
-    Ok(())
+    Ok(refused)
 }
 
 /// `<out_dir>/<os>-<arch>`: where `image build` leaves a platform's export and `image push` finds it.
@@ -768,7 +790,7 @@ mod tests {
     }
 
     #[test]
-    fn the_cache_is_kept_only_when_it_can_be_written() {
+    fn the_cache_is_used_as_far_as_it_can_be() {
         let sh = Shell::new().unwrap();
         let scratch =
             std::env::temp_dir().join(format!("xtask-cache-probe-{}", std::process::id()));
@@ -779,12 +801,13 @@ mod tests {
             "127.0.0.1:{}",
             crate::image::local_registry::free_port().unwrap()
         );
+        // (repository, --cache-from, --cache-to)
         let cases = [
-            (format!("{writable}/bench/cache"), true),
-            (format!("{read_only}/bench/cache"), false),
-            (format!("{closed}/bench/cache"), false),
+            (format!("{writable}/bench/cache"), true, true),
+            (format!("{read_only}/bench/cache"), true, false),
+            (format!("{closed}/bench/cache"), false, false),
         ];
-        for (repo, kept) in cases {
+        for (repo, read, write) in cases {
             let mut plan = BuildPlan::new(
                 &config(),
                 &BuildRequest {
@@ -797,14 +820,15 @@ mod tests {
             plan.out_dir = scratch.clone();
             let started = Instant::now();
             plan.check_cache(&sh, &Env::default());
-            assert_eq!(plan.cache_repo.is_some(), kept, "{repo}");
+            assert_eq!(plan.cache_repo.is_some(), read, "{repo}");
             assert!(
                 started.elapsed() < CACHE_PROBE_TIMEOUT * 2,
                 "{repo}: {:?}",
                 started.elapsed()
             );
             let argv = plan.build_argv(Platform::LINUX_AMD64).join(" ");
-            assert_eq!(argv.contains("--cache-from"), kept, "{argv}");
+            assert_eq!(argv.contains("--cache-from"), read, "{argv}");
+            assert_eq!(argv.contains("--cache-to"), write, "{argv}");
         }
         let _ = std::fs::remove_dir_all(&scratch);
     }
