@@ -404,6 +404,14 @@ pub fn push(sh: &Shell, request: &Request, env: &Env, options: &Options) -> anyh
 /// cached tokens.
 pub fn push_with(registries: &mut Registries, request: &Request) -> anyhow::Result<Report> {
     let export = read_export(&request.export_dir, request.platform)?;
+    // The digest file is the push's only output: a directory that cannot hold it is found out before anything
+    // is sent, not after every registry got the image.
+    std::fs::create_dir_all(&request.digest_dir).map_err(|err| {
+        exit::invalid(format!(
+            "digest directory {} cannot be created ({err}); pass --digest-dir a directory path",
+            request.digest_dir.display()
+        ))
+    })?;
     let platform = request.platform;
     println!(
         "push {platform} {} ({} blobs, {}) to {} target(s), by digest, no tag",
