@@ -55,8 +55,17 @@ impl BenchEnv {
             "# Written by `cargo xtask ci`: what the tests need to find the test bench.\n",
         );
         for (key, value) in &self.vars {
-            // Single-quoted so `set -a; . target/ci/env` keeps values with spaces whole.
-            out.push_str(&format!("{key}='{}'\n", value.replace('\'', r"'\''")));
+            // Bare when safe, so a plain `KEY=VALUE` reader gets the value as it is; single-quoted otherwise, so
+            // `set -a; . target/ci/env` keeps a value with spaces whole.
+            let plain = !value.is_empty()
+                && value
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-+=:,./@%".contains(&b));
+            if plain {
+                out.push_str(&format!("{key}={value}\n"));
+            } else {
+                out.push_str(&format!("{key}='{}'\n", value.replace('\'', r"'\''")));
+            }
         }
         out
     }
@@ -455,7 +464,7 @@ mod tests {
         };
         let text = env.render();
         assert!(
-            text.contains("\nXTASK_RUST_BUILDER='localhost/xtask/rust-builder:trixie'\n"),
+            text.contains("\nXTASK_RUST_BUILDER=localhost/xtask/rust-builder:trixie\n"),
             "{text}"
         );
         assert!(
