@@ -448,11 +448,42 @@ fn shared_build(platform: &str) -> Built {
             started.elapsed().as_secs_f64()
         );
         std::fs::write(&done, "").unwrap();
+        forget_older_builds(arch, &key);
     }
     Built {
         image,
         export,
         log: std::fs::read_to_string(&log_path).unwrap_or_default(),
+    }
+}
+
+/// Drops the images and exports of earlier keys for `arch` (every commit makes a new key), so repeated runs do not
+/// pile them up; their layers stay in podman's cache until it is pruned.
+fn forget_older_builds(arch: &str, key: &str) {
+    let current = format!("localhost/xtask-test/app:{key}-{arch}");
+    let listed = podman()
+        .args([
+            "images",
+            "--format",
+            "{{.Repository}}:{{.Tag}}",
+            "localhost/xtask-test/app",
+        ])
+        .output()
+        .unwrap();
+    for image in String::from_utf8_lossy(&listed.stdout).lines() {
+        if image.ends_with(&format!("-{arch}")) && image != current {
+            let _ = podman().args(["rmi", image]).output();
+        }
+    }
+    for entry in std::fs::read_dir(target_dir().join("tests/build"))
+        .unwrap()
+        .flatten()
+    {
+        let path = entry.path();
+        if path.is_dir() && entry.file_name() != key {
+            let _ = std::fs::remove_dir_all(path.join("image").join(format!("linux-{arch}")));
+            let _ = std::fs::remove_file(path.join(format!("{arch}.done")));
+        }
     }
 }
 
