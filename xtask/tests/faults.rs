@@ -571,7 +571,7 @@ const STALL_TIMEOUT_MS: u64 = 1_000;
 const STALL_BASE_MS: u64 = 100;
 const ATTEMPTS: u64 = 3;
 /// Process start, credential lookup and the requests that succeed before the stall.
-const STALL_SLACK_MS: u64 = 2_000;
+const STALL_SLACK_MS: u64 = 3_000;
 
 fn stall_bound() -> (Duration, Duration) {
     let floor = Duration::from_millis(ATTEMPTS * STALL_TIMEOUT_MS);

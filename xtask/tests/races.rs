@@ -1,0 +1,329 @@
+//! Releases racing each other against the same registries: in each round two releases of `latest` and a version
+//! release start together (their pushes run side by side, their manifest stages are let go at the same instant)
+//! while the previous `latest` is being superseded and pruned. Afterwards, in every registry: every tag resolves,
+//! every child of every tagged index (and its config and layers) exists, and `latest` is one of the two
+//! candidates.
+//!
+//! Odd rounds release a version of new images: its tag must survive and its release must succeed. Even rounds
+//! release as the version the very images the previous `latest` had, so the version's index is the index the
+//! `latest` releases are pruning. There a version tag can be lost: distribution's DELETE of a manifest also removes
+//! every tag naming it at that instant, so a tag placed between the prune's last look at the tags and its DELETE
+//! goes with it, and no client-side check closes that window (only not publishing concurrently does). Those rounds
+//! still assert the three properties above and count the lost tags, which the summary reports.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use support::fault_proxy::Rng;
+use support::registry::{self as harness, Auth, Export, Run, TestRegistry, Xtask};
+
+const REPO: &str = "team/app";
+const USER: &str = "ci-bot";
+const PASSWORD: &str = "races-test-password";
+const ACCEPT: &str = "application/vnd.docker.distribution.manifest.list.v2+json, \
+application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, \
+application/vnd.oci.image.manifest.v1+json";
+
+/// GET or HEAD straight from a registry, with its credentials: (status, body).
+fn fetch(registry: &TestRegistry, method: &str, path: &str) -> (u16, Vec<u8>) {
+    use base64::Engine;
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let url = registry.url(path);
+    let auth = match &registry.auth {
+        Auth::Anonymous => None,
+        Auth::Basic { user, password } => Some(format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        )),
+        Auth::Token { .. } => Some(format!(
+            "Bearer {}",
+            registry
+                .token_server()
+                .unwrap()
+                .issue("tester", &[format!("repository:{REPO}:pull")])
+        )),
+    };
+    let mut response = if method == "HEAD" {
+        let mut request = agent.head(&url).header("accept", ACCEPT);
+        if let Some(auth) = &auth {
+            request = request.header("authorization", auth);
+        }
+        request.call().unwrap()
+    } else {
+        let mut request = agent.get(&url).header("accept", ACCEPT);
+        if let Some(auth) = &auth {
+            request = request.header("authorization", auth);
+        }
+        request.call().unwrap()
+    };
+    let status = response.status().as_u16();
+    let body = if method == "HEAD" {
+        Vec::new()
+    } else {
+        response.body_mut().read_to_vec().unwrap_or_default()
+    };
+    (status, body)
+}
+
+/// The state of one registry after a round: every tag's children (by digest), and what is wrong.
+fn check_registry(registry: &TestRegistry) -> (BTreeMap<String, Vec<String>>, Vec<String>) {
+    let mut tags = BTreeMap::new();
+    let mut problems = Vec::new();
+    let names = registry.tags(REPO).unwrap_or_default();
+    for tag in names {
+        let (status, bytes) = fetch(registry, "GET", &format!("/v2/{REPO}/manifests/{tag}"));
+        if status != 200 {
+            problems.push(format!(
+                "{}: tag {tag} does not resolve (HTTP {status})",
+                registry.address
+            ));
+            continue;
+        }
+        let index: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let children: Vec<String> = index["manifests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| c["digest"].as_str().unwrap().to_owned())
+            .collect();
+        tags.insert(tag.clone(), children.clone());
+        for digest in &children {
+            let (status, bytes) = fetch(registry, "GET", &format!("/v2/{REPO}/manifests/{digest}"));
+            if status != 200 {
+                problems.push(format!(
+                    "{}: child {digest} of tag {tag} is missing (HTTP {status})",
+                    registry.address
+                ));
+                continue;
+            }
+            let image: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            let blobs = std::iter::once(&image["config"])
+                .chain(image["layers"].as_array().into_iter().flatten())
+                .map(|d| d["digest"].as_str().unwrap().to_owned());
+            for blob in blobs {
+                let (status, _) = fetch(registry, "HEAD", &format!("/v2/{REPO}/blobs/{blob}"));
+                if status != 200 {
+                    problems.push(format!(
+                        "{}: blob {blob} of child {digest} of tag {tag} is missing (HTTP {status})",
+                        registry.address
+                    ));
+                }
+            }
+        }
+    }
+    (tags, problems)
+}
+
+/// The child digests (amd64, arm64) a release publishes, from the digest files its pushes wrote.
+fn children_of(work: &Path) -> Vec<String> {
+    ["linux-amd64", "linux-arm64"]
+        .iter()
+        .map(|file| {
+            let text = std::fs::read(work.join("digests").join(file)).unwrap();
+            let record: serde_json::Value = serde_json::from_slice(&text).unwrap();
+            record["digest"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+fn with_creds(xtask: Xtask) -> Xtask {
+    xtask
+        .env("REGISTRY_USERNAME", USER)
+        .env("REGISTRY_PASSWORD", PASSWORD)
+        .env("XTASK_RETRY_BASE_MS", "20")
+}
+
+fn push_both(work: &Path, targets: &[String]) -> Vec<Run> {
+    ["linux/amd64", "linux/arm64"]
+        .iter()
+        .map(|platform| {
+            with_creds(
+                Xtask::new()
+                    .args(["image", "push", "--platform", platform, "--digest-dir"])
+                    .args([work.join("digests")])
+                    .args(targets.iter().flat_map(|t| ["--to".to_owned(), t.clone()]))
+                    .target_dir(work),
+            )
+            .run()
+        })
+        .collect()
+}
+
+fn manifest(work: &Path, tag: &str, targets: &[String]) -> Xtask {
+    with_creds(
+        Xtask::new()
+            .args(["image", "manifest", "--tag", tag])
+            .args(["--platforms", "linux/amd64,linux/arm64", "--digest-dir"])
+            .args([work.join("digests")])
+            .args(targets.iter().flat_map(|t| ["--to".to_owned(), t.clone()]))
+            .target_dir(work),
+    )
+}
+
+fn exports(work: &Path, salt: u64) {
+    Export::write(
+        &work.join("image/linux-amd64"),
+        "amd64",
+        &[4_000 + salt * 3],
+    );
+    Export::write(
+        &work.join("image/linux-arm64"),
+        "arm64",
+        &[4_100 + salt * 3],
+    );
+}
+
+#[test]
+fn racing_releases_leave_every_tag_whole() {
+    let rounds: u64 = std::env::var("RACE_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
+    let registries = Arc::new([
+        TestRegistry::start(Auth::Anonymous),
+        TestRegistry::start(Auth::token(USER, PASSWORD)),
+    ]);
+    let targets: Vec<String> = registries.iter().map(|r| r.reference(REPO)).collect();
+    let work = harness::temp_dir("races");
+
+    // The first `latest`, which round 1 supersedes (and releases as a version).
+    let mut previous = work.path().join("initial");
+    exports(&previous, 0);
+    for run in push_both(&previous, &targets) {
+        run.success();
+    }
+    manifest(&previous, "latest", &targets).run().success();
+
+    let mut rng = Rng::new(42);
+    let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
+    let mut problems = Vec::new();
+    let mut disagreements = 0;
+    // Version tags lost to a prune in the rounds where the version's index is the one being pruned.
+    let mut lost = Vec::new();
+    // Manifests the prunes of the superseded `latest` deleted while the others raced.
+    let mut pruned = 0;
+    for round in 1..=rounds {
+        let dir = work.path().join(format!("round-{round}"));
+        // Two new images for the racing `latest` releases; the version release has new images too (odd rounds) or
+        // reuses the previous `latest`'s (even rounds), in its own work directory as another CI job would.
+        let shared = round % 2 == 0;
+        let releases: Vec<(String, std::path::PathBuf)> = vec![
+            ("latest".into(), dir.join("a")),
+            ("latest".into(), dir.join("b")),
+            (format!("1.{round}.0"), dir.join("version")),
+        ];
+        exports(&releases[0].1, round * 10 + 1);
+        exports(&releases[1].1, round * 10 + 2);
+        if !shared {
+            exports(&releases[2].1, round * 10 + 3);
+        }
+        for platform in ["linux-amd64", "linux-arm64"]
+            .into_iter()
+            .filter(|_| shared)
+        {
+            let from = previous.join("image").join(platform);
+            let to = releases[2].1.join("image").join(platform);
+            std::fs::create_dir_all(&to).unwrap();
+            for entry in std::fs::read_dir(&from).unwrap() {
+                let entry = entry.unwrap();
+                std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+            }
+        }
+        let barrier = Arc::new(Barrier::new(releases.len()));
+        let jitter: Vec<u64> = releases.iter().map(|_| rng.next_u64() % 40).collect();
+        let handles: Vec<_> = releases
+            .iter()
+            .cloned()
+            .zip(jitter)
+            .map(|((tag, work), jitter)| {
+                let barrier = barrier.clone();
+                let targets = targets.clone();
+                std::thread::spawn(move || {
+                    let pushes = push_both(&work, &targets);
+                    barrier.wait();
+                    std::thread::sleep(Duration::from_millis(jitter));
+                    let run = manifest(&work, &tag, &targets).run();
+                    (tag, work, pushes, run)
+                })
+            })
+            .collect();
+        let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let candidates: Vec<Vec<String>> = results[..2]
+            .iter()
+            .map(|(_, work, _, _)| children_of(work))
+            .collect();
+        for (tag, _, pushes, run) in &results {
+            pruned += run.stdout.matches(": deleted sha256:").count();
+            for push in pushes {
+                assert_eq!(
+                    push.code, 0,
+                    "round {round}: push for {tag}: {}",
+                    push.stderr
+                );
+            }
+            let outcome = format!("{tag} exit {}", run.code);
+            *outcomes
+                .entry(outcome.replace(&format!("1.{round}.0"), "version"))
+                .or_insert(0) += 1;
+            // Losing a race for `latest` may fail (exit 4, saying so), and so may a version whose index a prune
+            // deleted under it (it says so); nothing else may.
+            if run.code != 0 && !(run.code == 4 && (tag == "latest" || shared)) {
+                problems.push(format!(
+                    "round {round}: {tag} exited {}:\n{}",
+                    run.code, run.stderr
+                ));
+            }
+        }
+        let mut latest = Vec::new();
+        for registry in registries.iter() {
+            let (tags, found) = check_registry(registry);
+            problems.extend(found.into_iter().map(|p| format!("round {round}: {p}")));
+            match tags.get("latest") {
+                Some(children) if candidates.contains(children) => latest.push(children.clone()),
+                other => problems.push(format!(
+                    "round {round}: {} latest is {other:?}, not one of {candidates:?}",
+                    registry.address
+                )),
+            }
+            let version = &results[2];
+            if !tags.contains_key(&version.0) {
+                if shared {
+                    lost.push(format!(
+                        "round {round}: {} lost tag {} (its release exited {})",
+                        registry.address, version.0, version.3.code
+                    ));
+                } else {
+                    problems.push(format!(
+                        "round {round}: {} lost tag {}:\n{}{}",
+                        registry.address, version.0, version.3.stdout, version.3.stderr
+                    ));
+                }
+            }
+        }
+        if latest.len() == 2 && latest[0] != latest[1] {
+            disagreements += 1;
+        }
+        // The next round's version release republishes whichever `latest` the first registry ended with.
+        let winner = latest.first().cloned().unwrap_or_default();
+        previous = results[..2]
+            .iter()
+            .zip(&candidates)
+            .find(|(_, children)| **children == winner)
+            .map(|((_, work, _, _), _)| work.clone())
+            .unwrap_or_else(|| results[0].1.clone());
+    }
+    eprintln!(
+        "{rounds} rounds of 2 latest releases + 1 version release: outcomes {outcomes:?}; the registries ended on \
+         different latest candidates in {disagreements} round(s); {pruned} manifests pruned meanwhile; \
+         version tags lost where the version's index was being pruned: {} {lost:?}",
+        lost.len()
+    );
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
