@@ -325,6 +325,26 @@ fn ensure_podman_runs(sh: &Shell, dir: &Path, image: &str) -> anyhow::Result<Opt
     }
 }
 
+/// Rootless podman may have picked the vfs driver, which copies every layer in full; native overlay works on
+/// recent kernels. Switching drivers needs an empty storage (`podman system reset`), so this only says how.
+fn warn_about_vfs(sh: &Shell) {
+    if is_root() {
+        return;
+    }
+    let template = "{{.Store.GraphDriverName}}";
+    let driver = cmd!(sh, "podman info --format {template}")
+        .quiet()
+        .ignore_stderr()
+        .read();
+    if driver.is_ok_and(|d| d.trim() == "vfs") {
+        eprintln!(
+            "warning: rootless podman uses the slow vfs storage driver; to use native overlay, put \
+             `[storage]` and `driver = \"overlay\"` in ~/.config/containers/storage.conf and run \
+             `podman system reset` (it deletes your local images)"
+        );
+    }
+}
+
 /// Runs the foreign arch's busybox and checks the kernel reports that arch (qemu through binfmt works).
 fn check_foreign_runs(sh: &Shell, image: &str, foreign: Platform) -> anyhow::Result<()> {
     let want = match foreign.arch {
@@ -369,6 +389,7 @@ pub fn run(sh: &Shell, dir: &Path) -> anyhow::Result<BenchEnv> {
             .insert("CONTAINERS_CONF".into(), conf.display().to_string());
     }
     check_foreign_runs(sh, &base_images::busybox(foreign), foreign)?;
+    warn_about_vfs(sh);
     base_images::ensure_rust_builder(sh, dir, host)?;
 
     env.vars
