@@ -408,7 +408,7 @@ fn every_xtask_command_parses_with_the_values_github_would_give() {
     assert!(commands.contains(&"image meta".to_owned()), "{commands:#?}");
     assert!(commands
         .iter()
-        .any(|c| c == "image build --platform linux/arm64"));
+        .any(|c| c == "image build --platform linux/arm64 --cache-repo ghcr.io/taipei-commuter/mcp-taipei-metro-month-price-cache"));
     assert!(commands
         .iter()
         .any(|c| c == "image push --platform linux/amd64 --digest-dir target/digests"));

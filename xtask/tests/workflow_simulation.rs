@@ -345,8 +345,8 @@ fn dispatch_with_skip_push_builds_and_writes_no_registry() {
         outcome.commands(),
         [
             "image meta",
-            "image build --platform linux/amd64",
-            "image build --platform linux/arm64",
+            "image build --platform linux/amd64 --cache-repo ghcr.io/taipei-commuter/mcp-taipei-metro-month-price-cache",
+            "image build --platform linux/arm64 --cache-repo ghcr.io/taipei-commuter/mcp-taipei-metro-month-price-cache",
         ]
     );
     for platform in ["linux-amd64", "linux-arm64"] {
