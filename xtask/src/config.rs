@@ -118,19 +118,24 @@ pub struct ImageConfig {
     pub description: Option<String>,
 }
 
+/// `cargo metadata` (JSON) of the workspace in the shell's directory: the root package's `[package.metadata]`
+/// without a TOML parser.
+pub fn cargo_metadata(sh: &Shell) -> anyhow::Result<Value> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let json = cmd!(
+        sh,
+        "{cargo} metadata --no-deps --format-version 1 --offline"
+    )
+    .quiet()
+    .read()
+    .context("run `cargo metadata` to read [package.metadata.image] from Cargo.toml")?;
+    serde_json::from_str(&json).context("parse the JSON of `cargo metadata`")
+}
+
 impl ImageConfig {
     /// Reads the root package's configuration through `cargo metadata` in the shell's directory.
     pub fn load(sh: &Shell) -> anyhow::Result<ImageConfig> {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let json = cmd!(
-            sh,
-            "{cargo} metadata --no-deps --format-version 1 --offline"
-        )
-        .quiet()
-        .read()
-        .context("run `cargo metadata` to read [package.metadata.image] from Cargo.toml")?;
-        let metadata: Value =
-            serde_json::from_str(&json).context("parse the JSON of `cargo metadata`")?;
+        let metadata = cargo_metadata(sh)?;
         let root = sh.current_dir().join("Cargo.toml");
         ImageConfig::from_metadata(&metadata, &root)
     }

@@ -29,38 +29,12 @@ fn root() -> PathBuf {
 }
 
 fn target_dir() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    support::target_dir()
 }
 
 /// The bench's variables: the process environment wins over `target/ci/env` (written by `cargo xtask ci`).
 fn bench_env() -> BTreeMap<String, String> {
-    let mut vars = BTreeMap::new();
-    if let Ok(text) = std::fs::read_to_string(target_dir().join("ci/env")) {
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
-            if let Some((key, value)) = line.split_once('=') {
-                let value = value
-                    .strip_prefix('\'')
-                    .and_then(|v| v.strip_suffix('\''))
-                    .map_or(value.to_owned(), |v| v.replace(r"'\''", "'"));
-                vars.insert(key.to_owned(), value);
-            }
-        }
-    }
-    for key in [
-        "CONTAINERS_CONF",
-        "XTASK_RUST_BUILDER",
-        "XTASK_BUSYBOX_AMD64",
-        "XTASK_BUSYBOX_ARM64",
-        "XTASK_TEST_BUILD_ARGS",
-    ] {
-        if let Ok(value) = std::env::var(key) {
-            vars.insert(key.to_owned(), value);
-        }
-    }
-    vars
+    support::ci_env()
 }
 
 fn rust_builder() -> String {
@@ -391,13 +365,7 @@ fn content_key(build_args: &[String]) -> String {
 
 /// Build arguments: the bench's (the Rust builder, RUNTIME_IMAGE=scratch).
 fn build_args() -> Vec<String> {
-    match bench_env().get("XTASK_TEST_BUILD_ARGS") {
-        Some(args) => args.split_whitespace().map(str::to_owned).collect(),
-        None => vec![
-            format!("RUST_IMAGE={}", rust_builder()),
-            "RUNTIME_IMAGE=scratch".to_owned(),
-        ],
-    }
+    support::ci_build_args(&bench_env())
 }
 
 /// Builds `platform` once per content key; other tests and test processes wait on the lock and reuse it.

@@ -36,57 +36,15 @@ struct Bench {
     env: BTreeMap<String, String>,
 }
 
-/// The cargo target directory of this test build (CARGO_TARGET_DIR or target/).
 fn target_dir() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    support::target_dir()
 }
 
 /// The bench's variables: the process environment wins over `target/ci/env`.
 fn bench() -> Bench {
-    let path = target_dir().join("ci/env");
-    let mut vars = BTreeMap::new();
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
-            if let Some((key, value)) = line.split_once('=') {
-                let value = value
-                    .strip_prefix('\'')
-                    .and_then(|v| v.strip_suffix('\''))
-                    .map_or(value.to_owned(), |v| v.replace(r"'\''", "'"));
-                vars.insert(key.to_owned(), value);
-            }
-        }
-    }
-    for key in [
-        "CONTAINERS_CONF",
-        "XTASK_RUST_BUILDER",
-        "XTASK_TEST_BUILD_ARGS",
-    ] {
-        if let Ok(value) = std::env::var(key) {
-            vars.insert(key.to_owned(), value);
-        }
-    }
-    // The runtime is `scratch` unless the bench says otherwise: the binary is static, and one base must serve
-    // both platforms.
-    let args: Vec<String> = match vars.get("XTASK_TEST_BUILD_ARGS") {
-        Some(args) => args.split_whitespace().map(str::to_owned).collect(),
-        None => {
-            let builder = vars.get("XTASK_RUST_BUILDER").unwrap_or_else(|| {
-                panic!(
-                    "XTASK_RUST_BUILDER is not set and {} is missing: run `cargo xtask ci --setup-only` first",
-                    path.display()
-                )
-            });
-            vec![
-                format!("RUST_IMAGE={builder}"),
-                "RUNTIME_IMAGE=scratch".into(),
-            ]
-        }
-    };
+    let vars = support::ci_env();
     Bench {
-        build_args: args
+        build_args: support::ci_build_args(&vars)
             .into_iter()
             .flat_map(|arg| ["--build-arg".to_owned(), arg])
             .collect(),

@@ -244,44 +244,40 @@ struct BenchSetup {
     machine_env: BTreeMap<String, String>,
 }
 
-/// Reads target/ci/env, which `cargo xtask ci` (or `cargo xtask ci --setup-only`) writes after making the local
-/// base images.
+/// The bench's variables (target/ci/env, which `cargo xtask ci --setup-only` writes after making the local base
+/// images, overlaid by the process environment).
 fn test_bench() -> BenchSetup {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .filter(|d| !d.is_empty())
-        .map_or_else(
-            || support::root().join("target"),
-            |d| support::root().join(d),
-        );
-    let path = target.join("ci/env");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|_| {
-        panic!(
-            "{} is missing: run `cargo xtask ci --setup-only` first (it builds the local base images)",
-            path.display()
-        )
-    });
-    let vars: BTreeMap<String, String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    let builder = vars
-        .get("XTASK_RUST_BUILDER")
-        .unwrap_or_else(|| panic!("no XTASK_RUST_BUILDER in {}", path.display()));
-    let build_args = vec![
-        format!("RUST_IMAGE={builder}"),
-        "RUNTIME_IMAGE=scratch".to_owned(),
-    ];
-    let machine_env = vars
-        .into_iter()
-        .filter(|(k, _)| k == "CONTAINERS_CONF")
-        .collect();
+    let vars = support::ci_env();
     BenchSetup {
-        build_args,
-        machine_env,
+        build_args: support::ci_build_args(&vars),
+        machine_env: vars
+            .into_iter()
+            .filter(|(k, _)| k == "CONTAINERS_CONF")
+            .collect(),
     }
+}
+
+/// target/ci/env as `cargo xtask ci` writes it: bare values, single-quoted ones with spaces or quotes, comments.
+#[test]
+fn ci_env_file_is_read_as_written() {
+    let text = "# Written by `cargo xtask ci`\n\
+                CONTAINERS_CONF=/src/target/ci/containers.conf\n\
+                XTASK_TEST_BUILD_ARGS='RUST_IMAGE=a RUNTIME_IMAGE=it'\\''s'\n\
+                \n EMPTY='' \n";
+    let vars = support::parse_ci_env(text);
+    let want: BTreeMap<String, String> = [
+        ("CONTAINERS_CONF", "/src/target/ci/containers.conf"),
+        ("XTASK_TEST_BUILD_ARGS", "RUST_IMAGE=a RUNTIME_IMAGE=it's"),
+        ("EMPTY", ""),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    assert_eq!(vars, want);
+    assert_eq!(
+        support::ci_build_args(&vars),
+        ["RUST_IMAGE=a", "RUNTIME_IMAGE=it's"]
+    );
 }
 
 #[test]

@@ -13,7 +13,7 @@ use anyhow::Context;
 use serde_json::{json, Value};
 use xshell::{cmd, Shell};
 
-use crate::config::{ImageConfig, Platform};
+use crate::config::{cargo_metadata, ImageConfig, Platform};
 use crate::exit;
 use crate::flags;
 use crate::github::{self, Github};
@@ -313,6 +313,12 @@ fn check_sha(sha: &str) -> anyhow::Result<&str> {
 
 /// `linux/amd64,linux/arm64` -> platforms, refusing unknown ones, duplicates and empty entries.
 pub fn parse_platforms(list: &str) -> anyhow::Result<Vec<Platform>> {
+    if list.trim().is_empty() {
+        return Err(exit::invalid(
+            "the platform list is empty; use linux/amd64, linux/arm64 or both, comma-separated, or leave \
+             --platforms out for the configured ones",
+        ));
+    }
     let mut out: Vec<Platform> = Vec::new();
     for item in list.split(',').map(str::trim) {
         if item.is_empty() {
@@ -568,10 +574,11 @@ impl flags::Meta {
                 .or_else(|| env("INPUT_TAG_NAME"))
                 .filter(|t| !t.is_empty()),
             skip_push,
+            // GitHub passes "" for an unset input, which means the configured platforms; an explicitly empty
+            // --platforms flag is kept, so parse_platforms refuses it.
             platforms: self
                 .platforms
-                .or_else(|| env("INPUT_PLATFORMS"))
-                .filter(|p| !p.trim().is_empty()),
+                .or_else(|| env("INPUT_PLATFORMS").filter(|p| !p.trim().is_empty())),
             targets: self.to,
         };
         let settings = load_settings(sh)?;
@@ -606,16 +613,7 @@ impl flags::Meta {
 /// Reads `[package.metadata.image]` (through the shared config reader) and its `runners` table in one
 /// `cargo metadata` call.
 fn load_settings(sh: &Shell) -> anyhow::Result<Settings> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let json = cmd!(
-        sh,
-        "{cargo} metadata --no-deps --format-version 1 --offline"
-    )
-    .quiet()
-    .read()
-    .context("run `cargo metadata` to read [package.metadata.image] from Cargo.toml")?;
-    let metadata: Value =
-        serde_json::from_str(&json).context("parse the JSON of `cargo metadata`")?;
+    let metadata = cargo_metadata(sh)?;
     let root = sh.current_dir().join("Cargo.toml");
     let config = ImageConfig::from_metadata(&metadata, &root)?;
     Ok(Settings {
@@ -785,6 +783,8 @@ mod tests {
             (case("push", "refs/heads/main", |f| f.platforms = Some("linux/amd64,linux/amd64".into())), R(2, "listed twice")),
             (case("push", "refs/heads/main", |f| f.platforms = Some("linux/s390x".into())), R(2, "unsupported platform")),
             (case("push", "refs/heads/main", |f| f.platforms = Some("linux/amd64,".into())), R(2, "empty entry")),
+            (case("push", "refs/heads/main", |f| f.platforms = Some("".into())), R(2, "platform list is empty")),
+            (case("push", "refs/heads/main", |f| f.platforms = Some(" ".into())), R(2, "platform list is empty")),
             (case("push", "refs/heads/main", |f| f.platforms = Some("amd64".into())), R(2, "unsupported platform")),
             // Targets and credentials.
             (

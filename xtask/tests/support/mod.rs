@@ -22,6 +22,72 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The cargo target directory of this test build (CARGO_TARGET_DIR or target/).
+pub fn target_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The variables of the test bench a test may take from its own environment instead of `target/ci/env`.
+const CI_ENV_KEYS: [&str; 5] = [
+    "CONTAINERS_CONF",
+    "XTASK_RUST_BUILDER",
+    "XTASK_BUSYBOX_AMD64",
+    "XTASK_BUSYBOX_ARM64",
+    "XTASK_TEST_BUILD_ARGS",
+];
+
+/// The test bench's variables: `<target>/ci/env` as `cargo xtask ci` writes it (`KEY=VALUE` lines, values that need
+/// it single-quoted for `set -a; . target/ci/env`), overlaid by the process environment for the bench's keys.
+pub fn ci_env() -> BTreeMap<String, String> {
+    let mut vars = std::fs::read_to_string(target_dir().join("ci/env"))
+        .map(|text| parse_ci_env(&text))
+        .unwrap_or_default();
+    for key in CI_ENV_KEYS {
+        if let Ok(value) = std::env::var(key) {
+            vars.insert(key.to_owned(), value);
+        }
+    }
+    vars
+}
+
+/// The build arguments (`KEY=VALUE`) for tests that build the app: XTASK_TEST_BUILD_ARGS, else the local Rust
+/// builder on `scratch` (the binary is static, and one base must serve both platforms).
+pub fn ci_build_args(vars: &BTreeMap<String, String>) -> Vec<String> {
+    if let Some(args) = vars.get("XTASK_TEST_BUILD_ARGS") {
+        return args.split_whitespace().map(str::to_owned).collect();
+    }
+    let builder = vars.get("XTASK_RUST_BUILDER").unwrap_or_else(|| {
+        panic!(
+            "XTASK_RUST_BUILDER is not set and {} does not name it: run `cargo xtask ci --setup-only` first",
+            target_dir().join("ci/env").display()
+        )
+    });
+    vec![
+        format!("RUST_IMAGE={builder}"),
+        "RUNTIME_IMAGE=scratch".to_owned(),
+    ]
+}
+
+/// Reads the text of `target/ci/env`: the inverse of the xtask's `BenchEnv::render`.
+pub fn parse_ci_env(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .filter_map(|line| line.split_once('='))
+        .map(|(key, value)| {
+            let value = value.trim();
+            let value = value
+                .strip_prefix('\'')
+                .and_then(|v| v.strip_suffix('\''))
+                .map_or_else(|| value.to_owned(), |v| v.replace(r"'\''", "'"));
+            (key.trim().to_owned(), value)
+        })
+        .collect()
+}
+
 pub fn workflow_path() -> PathBuf {
     root().join(".github/workflows/build-images.yml")
 }
