@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use support::registry::{self as harness, Auth, Export, Run, TempDir, TestRegistry, Xtask};
-use xshell::{cmd, Shell};
 
 const REPO: &str = "team/app";
 const USER: &str = "ci";
@@ -151,27 +150,7 @@ fn skopeo_raw(registry: &TestRegistry, suffix: &str) -> Option<Vec<u8>> {
 }
 
 fn skopeo(registry: &TestRegistry, suffix: &str, flags: &[&str]) -> Option<Vec<u8>> {
-    let sh = Shell::new().unwrap();
-    let image = format!("docker://{}{suffix}", registry.reference(REPO));
-    let creds = registry.creds().map(|c| format!("--creds={c}"));
-    let output = cmd!(
-        sh,
-        "skopeo inspect --tls-verify=false {creds...} {flags...} {image}"
-    )
-    .quiet()
-    .ignore_status()
-    .output()
-    .unwrap();
-    if output.status.success() {
-        Some(output.stdout)
-    } else {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(
-            stderr.contains("manifest unknown") || stderr.contains("not found"),
-            "skopeo {image}: {stderr}"
-        );
-        None
-    }
+    registry.skopeo_inspect(&format!("{REPO}{suffix}"), flags)
 }
 
 /// A hash of every file (path and bytes) under `dir`: equal means byte-for-byte unchanged.

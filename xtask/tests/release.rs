@@ -139,27 +139,7 @@ fn repo(dir: &harness::TempDir) -> PathBuf {
 
 /// `skopeo inspect` of `REPO` + `suffix` (`:tag`, `@digest`) in `registry`; `None` when it is not there.
 fn skopeo(registry: &TestRegistry, suffix: &str, flags: &[&str]) -> Option<Vec<u8>> {
-    let sh = Shell::new().unwrap();
-    let image = format!("docker://{}{suffix}", registry.reference(REPO));
-    let creds = registry.creds().map(|c| format!("--creds={c}"));
-    let output = cmd!(
-        sh,
-        "skopeo inspect --tls-verify=false {creds...} {flags...} {image}"
-    )
-    .quiet()
-    .ignore_status()
-    .output()
-    .unwrap();
-    if output.status.success() {
-        Some(output.stdout)
-    } else {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(
-            stderr.contains("manifest unknown"),
-            "skopeo {image}: {stderr}"
-        );
-        None
-    }
+    registry.skopeo_inspect(&format!("{REPO}{suffix}"), flags)
 }
 
 fn tag_digest(registry: &TestRegistry, tag: &str) -> Option<String> {

@@ -15,7 +15,8 @@
 //!   - `.get(path)` -> (status, body) with the registry's own credentials (Basic or a token from its server).
 //!   - `.tags(repo)` -> `Ok(tags)` or `Err(status, body)` of `GET /v2/<repo>/tags/list`.
 //!   - `.creds()` -> `Some("user:pass")` for skopeo's `--creds`; `.skopeo_raw(repo, digest)` -> manifest bytes read
-//!     by skopeo (`skopeo inspect --raw --tls-verify=false`).
+//!     by skopeo (`skopeo inspect --raw --tls-verify=false`); `.skopeo_inspect("repo:tag", flags)` -> `None` when the
+//!     registry does not have it.
 //!   - `.token_server()` -> the [`TokenServer`] (`.requests()`: every token request, with the user and scopes
 //!     asked and whether it was granted).
 //! - [`Export::write(dir, arch, layer_sizes)`] writes what `podman push --format v2s2 IMG dir:DIR` writes
@@ -339,23 +340,33 @@ impl TestRegistry {
 
     /// The manifest `repository@digest` as skopeo reads it (an independent client).
     pub fn skopeo_raw(&self, repository: &str, digest: &str) -> Vec<u8> {
+        self.skopeo_inspect(&format!("{repository}@{digest}"), &["--raw"])
+            .unwrap_or_else(|| panic!("{repository}@{digest} is not in the registry"))
+    }
+
+    /// `skopeo inspect FLAGS` of `image` (`repository:tag` or `repository@digest`) with the registry's credentials;
+    /// `None` when the registry does not have it, a panic on any other failure.
+    pub fn skopeo_inspect(&self, image: &str, flags: &[&str]) -> Option<Vec<u8>> {
         let sh = Shell::new().unwrap();
-        let image = format!("docker://{}@{digest}", self.reference(repository));
+        let image = format!("docker://{}", self.reference(image));
         let creds = self.creds().map(|c| format!("--creds={c}"));
         let output = cmd!(
             sh,
-            "skopeo inspect --raw --tls-verify=false {creds...} {image}"
+            "skopeo inspect --tls-verify=false {creds...} {flags...} {image}"
         )
         .quiet()
         .ignore_status()
         .output()
         .unwrap();
+        if output.status.success() {
+            return Some(output.stdout);
+        }
+        let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
-            output.status.success(),
-            "skopeo inspect {image}: {}",
-            String::from_utf8_lossy(&output.stderr)
+            stderr.contains("manifest unknown") || stderr.contains("not found"),
+            "skopeo inspect {image}: {stderr}"
         );
-        output.stdout
+        None
     }
 }
 
