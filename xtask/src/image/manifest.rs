@@ -27,6 +27,7 @@ use crate::image::prune;
 use crate::image::push::DigestRecord;
 use crate::registry::client;
 use crate::registry::credentials::{self, Env};
+use crate::registry::reference::parse_targets;
 use crate::registry::Reference;
 use crate::{exit, flags};
 
@@ -326,24 +327,6 @@ impl prune::Registry for Clients {
             },
         })
     }
-}
-
-/// Parses the targets; at least one is needed.
-pub fn parse_targets(targets: &[String]) -> anyhow::Result<Vec<Reference>> {
-    if targets.is_empty() {
-        return Err(exit::invalid(
-            "no target repository; pass --to REF (like ghcr.io/owner/name) or set targets in \
-             [package.metadata.image] of Cargo.toml",
-        ));
-    }
-    let mut out: Vec<Reference> = Vec::new();
-    for target in targets {
-        let reference = Reference::parse(target)?;
-        if !out.contains(&reference) {
-            out.push(reference);
-        }
-    }
-    Ok(out)
 }
 
 /// A legal OCI tag, or exit 2 saying what one looks like.

@@ -44,7 +44,7 @@ impl flags::Prune {
         } else {
             self.to.clone()
         };
-        let targets = crate::image::manifest::parse_targets(&targets)?;
+        let targets = crate::registry::reference::parse_targets(&targets)?;
         for digest in &self.digest {
             if !oci::is_digest(digest) {
                 return Err(exit::invalid(format!(

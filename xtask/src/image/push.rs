@@ -19,6 +19,7 @@ use crate::exit;
 use crate::flags;
 use crate::registry::client::{self, BlobOutcome, Options, Registry};
 use crate::registry::credentials::Env;
+use crate::registry::reference::parse_targets;
 use crate::registry::{Reference, Registries};
 
 /// Docker image manifest, schema 2: what the pipeline pushes (only it keeps HEALTHCHECK in the config).
@@ -78,24 +79,6 @@ pub fn export_dir(root: &Path, platform: Platform) -> PathBuf {
         _ => root.join("target"),
     };
     target.join("image").join(platform.dir_name())
-}
-
-/// Parses `--to` values (duplicates dropped); at least one is needed.
-pub fn parse_targets(targets: &[String]) -> anyhow::Result<Vec<Reference>> {
-    if targets.is_empty() {
-        return Err(exit::invalid(
-            "no target repository; pass --to REF (like ghcr.io/owner/name) or set targets in \
-             [package.metadata.image] of Cargo.toml",
-        ));
-    }
-    let mut out: Vec<Reference> = Vec::new();
-    for target in targets {
-        let reference = Reference::parse(target)?;
-        if !out.contains(&reference) {
-            out.push(reference);
-        }
-    }
-    Ok(out)
 }
 
 /// One blob of the export.

@@ -182,7 +182,7 @@ impl flags::Release {
         let started = Instant::now();
         let mut phases: Vec<(String, Duration)> = Vec::new();
         let plan = self.plan(env, config, git, &version, self.targets(config, local))?;
-        let targets = manifest::parse_targets(&plan.targets)?;
+        let targets = crate::registry::reference::parse_targets(&plan.targets)?;
         let platforms: Vec<Platform> = plan.jobs.iter().map(|job| job.platform).collect();
         println!(
             "==> release {} ({}) from {} to {}",
@@ -361,7 +361,7 @@ impl flags::Release {
             );
         }
         let digest_dir = build_plan.out_dir.join("digests");
-        let targets = manifest::parse_targets(&plan.targets)?;
+        let targets = crate::registry::reference::parse_targets(&plan.targets)?;
         for &platform in &platforms {
             let request = push::Request {
                 platform,

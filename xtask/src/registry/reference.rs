@@ -53,6 +53,25 @@ impl Reference {
     }
 }
 
+/// Parses the target repositories of a run (`--to` or the configured ones), dropping duplicates; at least one is
+/// needed.
+pub fn parse_targets(targets: &[String]) -> anyhow::Result<Vec<Reference>> {
+    if targets.is_empty() {
+        return Err(exit::invalid(
+            "no target repository; pass --to REF (like ghcr.io/owner/name) or set targets in \
+             [package.metadata.image] of Cargo.toml",
+        ));
+    }
+    let mut out: Vec<Reference> = Vec::new();
+    for target in targets {
+        let reference = Reference::parse(target)?;
+        if !out.contains(&reference) {
+            out.push(reference);
+        }
+    }
+    Ok(out)
+}
+
 impl fmt::Display for Reference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.registry, self.repository)
