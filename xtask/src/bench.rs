@@ -26,21 +26,20 @@ mod proxy;
 mod report;
 mod storage;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use sha2::{Digest, Sha256};
 use xshell::{cmd, Shell};
 
-use crate::config::{ImageConfig, Platform};
+use crate::config::ImageConfig;
 use crate::flags;
 use crate::image::build::{self, shell_line};
 use crate::image::local_registry::{self, LocalRegistry};
 use crate::image::push;
-use crate::registry::client::file_digest;
+use crate::oci::{media_type, Digest, Platform};
 use report::{Bench, Figure, Machine, Side, Target};
 use storage::Storage;
 
@@ -168,8 +167,7 @@ pub fn order(round: u32) -> [bool; 2] {
 
 /// Config plus layer sizes of a v2s2 manifest: what a pull transfers.
 pub fn compressed_size(manifest: &[u8]) -> anyhow::Result<u64> {
-    let parsed = push::parse_manifest(manifest).map_err(|why| anyhow::anyhow!(why))?;
-    Ok(parsed.config.1 + parsed.layers.iter().map(|(_, size)| size).sum::<u64>())
+    build::exported_size(manifest)
 }
 
 impl flags::Bench {
@@ -790,7 +788,7 @@ impl<'a> Bencher<'a> {
                 &std::fs::read(&path).with_context(|| format!("read {}", path.display()))?,
             )
             .with_context(|| format!("parse {}", path.display()))?;
-            Ok(record.digest)
+            Ok(record.digest.to_string())
         };
         let (amd64, arm64) = (
             digest_of(Platform::LINUX_AMD64)?,
@@ -1085,7 +1083,11 @@ impl<'a> Bencher<'a> {
         ensure_arm64_builder(self.sh, &self.dir)?;
         let base = self.base(&[ARM64_BUILDER])?;
         let config = ImageConfig::load(self.sh)?;
-        let mut facts = build::Facts::gather(self.sh)?;
+        let mut facts = build::Facts {
+            root: self.sh.current_dir(),
+            target_dir: PathBuf::new(),
+            build_platform: build::native_platform()?,
+        };
         let platform = Platform::LINUX_ARM64;
         let storages = self.dir.join("storage");
         let mut plans = Vec::new();
@@ -1102,7 +1104,7 @@ impl<'a> Bencher<'a> {
                 ],
                 tag: Some(format!("localhost/bench/b3-{what}")),
                 cache_repo: None,
-                version: None,
+                labels: BTreeMap::new(),
             };
             let mut plan = build::BuildPlan::new(&config, &request, &facts)?;
             // The emulated variant: the build stage runs on the target platform, under qemu.
@@ -1224,15 +1226,15 @@ fn make_big_export(sh: &Shell, dir: &Path) -> anyhow::Result<()> {
     .quiet()
     .run()
     .context("pack the random layer with tar")?;
-    let diff_id = file_digest(&tar)?;
+    let diff_id = Digest::of_file(&tar)?;
     cmd!(sh, "gzip -1 --no-name {tar}")
         .quiet()
         .run()
         .context("compress the random layer with gzip")?;
     let layer = scratch.join("layer.tar.gz");
-    let layer_digest = file_digest(&layer)?;
+    let layer_digest = Digest::of_file(&layer)?;
     let layer_size = std::fs::metadata(&layer)?.len();
-    std::fs::rename(&layer, dir.join(layer_digest.trim_start_matches("sha256:")))?;
+    std::fs::rename(&layer, dir.join(layer_digest.hex()))?;
     let config = serde_json::to_vec(&serde_json::json!({
         "architecture": "amd64",
         "os": "linux",
@@ -1240,14 +1242,11 @@ fn make_big_export(sh: &Shell, dir: &Path) -> anyhow::Result<()> {
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         "history": [{"created_by": "cargo xtask bench: 200 MiB of random bytes"}],
     }))?;
-    let config_digest = format!("sha256:{:x}", Sha256::digest(&config));
-    std::fs::write(
-        dir.join(config_digest.trim_start_matches("sha256:")),
-        &config,
-    )?;
+    let config_digest = Digest::of(&config);
+    std::fs::write(dir.join(config_digest.hex()), &config)?;
     let manifest = serde_json::to_vec_pretty(&serde_json::json!({
         "schemaVersion": 2,
-        "mediaType": push::DOCKER_MANIFEST,
+        "mediaType": media_type::DOCKER_MANIFEST,
         "config": {
             "mediaType": "application/vnd.docker.container.image.v1+json",
             "size": config.len(),

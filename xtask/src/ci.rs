@@ -87,12 +87,12 @@ impl flags::Ci {
         let test = if nextest {
             cmd!(
                 sh,
-                "{cargo} nextest run --workspace --no-fail-fast --run-ignored all"
+                "{cargo} nextest run --workspace --features xtask/bench --no-fail-fast --run-ignored all"
             )
         } else {
             cmd!(
                 sh,
-                "{cargo} test --workspace --no-fail-fast -- --include-ignored"
+                "{cargo} test --workspace --features xtask/bench --no-fail-fast -- --include-ignored"
             )
         };
         type Check<'a> = Box<dyn FnOnce() -> anyhow::Result<()> + 'a>;
@@ -105,9 +105,15 @@ impl flags::Ci {
             (
                 "clippy",
                 Box::new(|| {
-                    Ok(cmd!(
+                    // Once as the workflow jobs build it, once with the bench.
+                    cmd!(
                         sh,
                         "{cargo} clippy --workspace --all-targets -- -D warnings"
+                    )
+                    .run()?;
+                    Ok(cmd!(
+                        sh,
+                        "{cargo} clippy -p xtask --all-targets --features bench -- -D warnings"
                     )
                     .run()?)
                 }),

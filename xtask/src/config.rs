@@ -3,99 +3,15 @@
 //! Read through `cargo metadata` (JSON) so the xtask needs no TOML parser; the parsing itself is a pure function
 //! of that JSON so it is tested without cargo.
 
-// Shared by several stages that land one at a time; some helpers have no caller in every build yet.
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use anyhow::Context;
 use serde_json::Value;
 use xshell::{cmd, Shell};
 
 use crate::exit;
-
-/// A target platform of the image. Only the two the Containerfile can cross-compile to are accepted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Platform {
-    /// `linux`
-    pub os: &'static str,
-    /// `amd64` or `arm64` (the OCI/Go spelling, as in TARGETARCH)
-    pub arch: &'static str,
-}
-
-impl Platform {
-    pub const LINUX_AMD64: Platform = Platform {
-        os: "linux",
-        arch: "amd64",
-    };
-    pub const LINUX_ARM64: Platform = Platform {
-        os: "linux",
-        arch: "arm64",
-    };
-    pub const ALL: [Platform; 2] = [Platform::LINUX_AMD64, Platform::LINUX_ARM64];
-
-    /// `linux-amd64`: a file and directory name (target/image/linux-amd64/).
-    pub fn dir_name(&self) -> String {
-        format!("{}-{}", self.os, self.arch)
-    }
-
-    /// The Rust target triple the Containerfile compiles for this platform.
-    pub fn rust_target(&self) -> &'static str {
-        match self.arch {
-            "amd64" => "x86_64-unknown-linux-gnu",
-            _ => "aarch64-unknown-linux-gnu",
-        }
-    }
-
-    /// The ELF machine (`e_machine`) a binary for this platform carries.
-    pub fn elf_machine(&self) -> u16 {
-        match self.arch {
-            "amd64" => 62,
-            _ => 183,
-        }
-    }
-
-    /// Parses a comma-separated list (`linux/amd64,linux/arm64`), dropping duplicates and keeping the order.
-    pub fn parse_list(list: &str) -> anyhow::Result<Vec<Platform>> {
-        let mut out = Vec::new();
-        for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let platform: Platform = item.parse()?;
-            if !out.contains(&platform) {
-                out.push(platform);
-            }
-        }
-        if out.is_empty() {
-            return Err(exit::invalid(format!(
-                "no platform in {list:?}; use linux/amd64, linux/arm64 or both, comma-separated"
-            )));
-        }
-        Ok(out)
-    }
-}
-
-impl FromStr for Platform {
-    type Err = anyhow::Error;
-
-    fn from_str(s: &str) -> anyhow::Result<Platform> {
-        Platform::ALL
-            .into_iter()
-            .find(|p| p.to_string() == s.trim())
-            .ok_or_else(|| {
-                exit::invalid(format!(
-                    "unsupported platform {s:?}; use linux/amd64 or linux/arm64"
-                ))
-            })
-    }
-}
-
-impl fmt::Display for Platform {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.os, self.arch)
-    }
-}
+use crate::oci::Platform;
 
 /// `[package.metadata.image]` plus the package facts the labels need.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,6 +27,9 @@ pub struct ImageConfig {
     pub build_args: BTreeMap<String, String>,
     /// Registry repository used as a layer cache.
     pub cache_repo: Option<String>,
+    /// `[package.metadata.image.runners]`: the GitHub runner label that builds each platform, where it is not
+    /// the default.
+    pub runners: BTreeMap<Platform, String>,
     /// The root package's version, license, repository URL and description (for the OCI labels).
     pub version: String,
     pub license: Option<String>,
@@ -220,6 +139,7 @@ impl ImageConfig {
             _ => return Err(bad("build-args", "a table of strings (KEY = \"value\")")),
         };
         let cache_repo = string("cache-repo")?;
+        let runners = runners(&image["runners"], root_manifest)?;
         let text = |key: &str| package[key].as_str().map(str::to_owned);
         Ok(ImageConfig {
             name,
@@ -228,6 +148,7 @@ impl ImageConfig {
             targets,
             build_args,
             cache_repo,
+            runners,
             version: text("version").unwrap_or_else(|| "0.0.0".into()),
             license: text("license"),
             repository: text("repository"),
@@ -236,73 +157,37 @@ impl ImageConfig {
     }
 }
 
+/// `[package.metadata.image.runners]`: `"linux/arm64" = "ubuntu-24.04"` and so on.
+fn runners(table: &Value, root_manifest: &Path) -> anyhow::Result<BTreeMap<Platform, String>> {
+    let bad = || {
+        exit::invalid(format!(
+            "[package.metadata.image.runners] in {} must map platforms to runner labels, like \
+             \"linux/arm64\" = \"ubuntu-24.04-arm\"",
+            root_manifest.display()
+        ))
+    };
+    match table {
+        Value::Null => Ok(BTreeMap::new()),
+        Value::Object(table) => table
+            .iter()
+            .map(|(platform, runner)| {
+                let platform: Platform = platform
+                    .parse()
+                    .context("[package.metadata.image.runners]")?;
+                match runner.as_str().map(str::trim) {
+                    Some(runner) if !runner.is_empty() => Ok((platform, runner.to_owned())),
+                    _ => Err(bad()),
+                }
+            })
+            .collect(),
+        _ => Err(bad()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn platforms_parse_and_print() {
-        let cases = [
-            (
-                "linux/amd64",
-                Some(("linux", "amd64", "linux-amd64", "x86_64-unknown-linux-gnu")),
-            ),
-            (
-                " linux/arm64 ",
-                Some(("linux", "arm64", "linux-arm64", "aarch64-unknown-linux-gnu")),
-            ),
-            ("linux/arm/v7", None),
-            ("windows/amd64", None),
-            ("amd64", None),
-            ("", None),
-        ];
-        for (input, want) in cases {
-            let got = input.parse::<Platform>();
-            match want {
-                Some((os, arch, dir, triple)) => {
-                    let p = got.unwrap();
-                    assert_eq!(
-                        (p.os, p.arch, p.dir_name().as_str(), p.rust_target()),
-                        (os, arch, dir, triple)
-                    );
-                    assert_eq!(p.to_string(), input.trim());
-                }
-                None => {
-                    let err = got.unwrap_err();
-                    assert_eq!(exit::code_of(&err), 2, "{input}");
-                    assert!(
-                        err.to_string().contains("linux/amd64 or linux/arm64"),
-                        "{err}"
-                    );
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn platform_lists() {
-        let cases: [(&str, Option<Vec<Platform>>); 5] = [
-            ("linux/amd64,linux/arm64", Some(Platform::ALL.to_vec())),
-            (
-                "linux/arm64, linux/amd64",
-                Some(vec![Platform::LINUX_ARM64, Platform::LINUX_AMD64]),
-            ),
-            ("linux/amd64,linux/amd64", Some(vec![Platform::LINUX_AMD64])),
-            (" , ", None),
-            ("linux/amd64,linux/s390x", None),
-        ];
-        for (input, want) in cases {
-            match want {
-                Some(want) => assert_eq!(Platform::parse_list(input).unwrap(), want, "{input}"),
-                None => assert_eq!(
-                    exit::code_of(&Platform::parse_list(input).unwrap_err()),
-                    2,
-                    "{input}"
-                ),
-            }
-        }
-    }
 
     fn metadata(image: Value) -> Value {
         json!({
@@ -338,6 +223,7 @@ mod tests {
                 targets: vec!["ghcr.io/o/app".into(), "docker.io/o/app".into()],
                 build_args: [("RUNTIME_IMAGE".to_owned(), "scratch".to_owned())].into(),
                 cache_repo: Some("ghcr.io/o/app-cache".into()),
+                runners: BTreeMap::new(),
                 version: "1.2.3".into(),
                 license: Some("MIT".into()),
                 repository: Some("https://github.com/o/app".into()),
@@ -394,5 +280,41 @@ mod tests {
         assert_eq!(config.name, "mcp-taipei-metro-month-price");
         assert_eq!(config.platforms, Platform::ALL.to_vec());
         assert_eq!(config.containerfile, PathBuf::from("Containerfile"));
+    }
+
+    #[test]
+    fn runners_table() {
+        let root = Path::new("/src/Cargo.toml");
+        let read = |runners: Value| {
+            ImageConfig::from_metadata(&metadata(json!({"name": "app", "runners": runners})), root)
+                .map(|config| config.runners)
+        };
+        let got =
+            read(json!({"linux/arm64": "ubuntu-24.04", "linux/amd64": "self-hosted"})).unwrap();
+        assert_eq!(got[&Platform::LINUX_ARM64], "ubuntu-24.04");
+        assert_eq!(got[&Platform::LINUX_AMD64], "self-hosted");
+        assert!(read(Value::Null).unwrap().is_empty());
+        for bad in [
+            json!({"linux/s390x": "x"}),
+            json!({"linux/amd64": ""}),
+            json!({"linux/amd64": 1}),
+            json!(["x"]),
+        ] {
+            let err = read(bad.clone()).unwrap_err();
+            assert_eq!(exit::code_of(&err), 2, "{bad}");
+        }
+    }
+
+    #[test]
+    fn this_repository_runs_arm64_on_its_own_runner() {
+        let sh = Shell::new().unwrap();
+        sh.change_dir(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap());
+        let config = ImageConfig::load(&sh).unwrap();
+        for platform in &config.platforms {
+            assert!(
+                config.runners.contains_key(platform),
+                "{platform} has no runner in Cargo.toml"
+            );
+        }
     }
 }

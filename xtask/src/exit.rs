@@ -9,6 +9,9 @@ use std::fmt;
 pub struct Coded {
     pub code: i32,
     pub message: String,
+    /// The HTTP status a registry answered, for callers to whom a status is an answer (Docker Hub's 403 on a
+    /// DELETE while tagged), not only a failure.
+    pub status: Option<u16>,
 }
 
 impl fmt::Display for Coded {
@@ -28,6 +31,7 @@ pub fn invalid(message: impl Into<String>) -> anyhow::Error {
     Coded {
         code: INVALID_INPUT,
         message: message.into(),
+        status: None,
     }
     .into()
 }
@@ -37,17 +41,31 @@ pub fn build_failed(message: impl Into<String>) -> anyhow::Error {
     Coded {
         code: BUILD_FAILED,
         message: message.into(),
+        status: None,
     }
     .into()
 }
 
 /// A registry still failed after the retries (exit 4).
 pub fn registry_failed(message: impl Into<String>) -> anyhow::Error {
+    registry_answered(message, None)
+}
+
+/// A registry failed with this HTTP status (exit 4); [`status_of`] finds it again.
+pub fn registry_answered(message: impl Into<String>, status: Option<u16>) -> anyhow::Error {
     Coded {
         code: REGISTRY_FAILED,
         message: message.into(),
+        status,
     }
     .into()
+}
+
+/// The HTTP status of the registry failure in an error's chain, if it came from an answer.
+pub fn status_of(err: &anyhow::Error) -> Option<u16> {
+    err.chain()
+        .find_map(|cause| cause.downcast_ref::<Coded>())
+        .and_then(|coded| coded.status)
 }
 
 /// The exit code for an error: the first coded error in its chain, else 1.
@@ -74,5 +92,10 @@ mod tests {
             let wrapped = Err::<(), _>(err).context("outer step").unwrap_err();
             assert_eq!(code_of(&wrapped), want, "{wrapped:#}");
         }
+        let answered = Err::<(), _>(registry_answered("DELETE", Some(403)))
+            .context("prune")
+            .unwrap_err();
+        assert_eq!((code_of(&answered), status_of(&answered)), (4, Some(403)));
+        assert_eq!(status_of(&registry_failed("timeout")), None);
     }
 }

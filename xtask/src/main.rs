@@ -1,5 +1,6 @@
 //! `cargo xtask`: the image pipeline, the test bench and the benchmarks, written in Rust next to the app.
 
+#[cfg(feature = "bench")]
 mod bench;
 mod ci;
 mod ci_lint;
@@ -8,11 +9,13 @@ mod exit;
 mod flags;
 mod github;
 mod image;
+mod oci;
 mod registry;
+mod session;
 
 use std::path::{Path, PathBuf};
 
-use xshell::Shell;
+use session::Session;
 
 fn main() {
     let code = match run() {
@@ -34,19 +37,58 @@ fn run() -> anyhow::Result<()> {
         }
         exit::invalid(format!("{err}\nRun `cargo xtask --help` for usage"))
     })?;
-    let sh = Shell::new()?;
-    sh.change_dir(project_root());
+    let mut session = Session::new(project_root())?;
+    let session = &mut session;
     match flags.subcommand {
-        flags::XtaskCmd::Ci(cmd) => cmd.run(&sh),
+        flags::XtaskCmd::Ci(cmd) => cmd.run(&session.sh),
         flags::XtaskCmd::Image(image) => match image.subcommand {
-            flags::ImageCmd::Build(cmd) => cmd.run(&sh),
-            flags::ImageCmd::Manifest(cmd) => cmd.run(&sh),
-            flags::ImageCmd::Meta(cmd) => cmd.run(&sh),
-            flags::ImageCmd::Push(cmd) => cmd.run(&sh),
-            flags::ImageCmd::Release(cmd) => cmd.run(&sh),
-            flags::ImageCmd::Prune(cmd) => cmd.run(&sh),
+            flags::ImageCmd::Build(cmd) => cmd.run(session),
+            flags::ImageCmd::Manifest(cmd) => cmd.run(session),
+            flags::ImageCmd::Meta(cmd) => cmd.run(session),
+            flags::ImageCmd::Push(cmd) => cmd.run(session),
+            flags::ImageCmd::Release(cmd) => cmd.run(session),
+            flags::ImageCmd::Prune(cmd) => cmd.run(session),
         },
-        flags::XtaskCmd::Bench(cmd) => cmd.run(&sh),
+        flags::XtaskCmd::Bench(cmd) => run_bench(cmd, session, &args),
+    }
+}
+
+#[cfg(feature = "bench")]
+fn run_bench(
+    cmd: flags::Bench,
+    session: &mut Session,
+    _args: &[std::ffi::OsString],
+) -> anyhow::Result<()> {
+    cmd.run(&session.sh)
+}
+
+/// The bench lives behind the `bench` feature: build the xtask with it and run the same command there.
+#[cfg(not(feature = "bench"))]
+fn run_bench(
+    _cmd: flags::Bench,
+    session: &mut Session,
+    args: &[std::ffi::OsString],
+) -> anyhow::Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    println!("==> build the xtask with the bench (cargo run -p xtask --features bench)");
+    let status = std::process::Command::new(cargo)
+        .current_dir(&session.root)
+        .args([
+            "run",
+            "--quiet",
+            "--package",
+            "xtask",
+            "--features",
+            "bench",
+            "--",
+        ])
+        .args(args)
+        .status()
+        .map_err(|err| anyhow::anyhow!("could not run cargo to build the bench ({err})"))?;
+    match status.code() {
+        Some(0) => Ok(()),
+        Some(code) => std::process::exit(code),
+        None => anyhow::bail!("the bench was stopped by a signal ({status})"),
     }
 }
 

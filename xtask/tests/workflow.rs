@@ -406,9 +406,12 @@ fn every_xtask_command_parses_with_the_values_github_would_give() {
     // The pipeline's stages, in order, with the values of a push to main on the first platform.
     commands.dedup();
     assert!(commands.contains(&"image meta".to_owned()), "{commands:#?}");
-    assert!(commands
-        .iter()
-        .any(|c| c == "image build --platform linux/arm64 --cache-repo ghcr.io/taipei-commuter/mcp-taipei-metro-month-price-cache"));
+    // The build gets the labels meta decided, as meta wrote them.
+    let build = format!(
+        "image build --platform linux/arm64 --cache-repo ghcr.io/taipei-commuter/mcp-taipei-metro-month-price-cache --labels {}",
+        meta["labels"]
+    );
+    assert!(commands.contains(&build), "{build}\nin {commands:#?}");
     assert!(commands
         .iter()
         .any(|c| c == "image push --platform linux/amd64 --digest-dir target/digests"));

@@ -337,12 +337,23 @@ fn dispatch_with_skip_push_builds_and_writes_no_registry() {
     assert_eq!(outcome.outputs["prepare"]["tag"], "manual-5f1e2d3");
     assert_eq!(outcome.job("build"), Status::Success);
     assert_eq!(outcome.job("manifest"), Status::Skipped);
+    // Each build gets exactly the labels meta decided, its version being the manual tag.
+    let labels = &outcome.outputs["prepare"]["labels"];
+    assert!(
+        labels.contains(r#""org.opencontainers.image.version":"manual-5f1e2d3""#),
+        "{labels}"
+    );
+    let build = |platform: &str| {
+        format!(
+            "image build --platform {platform} --cache-repo ghcr.io/taipei-commuter/mcp-taipei-metro-month-price-cache --labels {labels}"
+        )
+    };
     assert_eq!(
         outcome.commands(),
         [
-            "image meta",
-            "image build --platform linux/amd64 --cache-repo ghcr.io/taipei-commuter/mcp-taipei-metro-month-price-cache",
-            "image build --platform linux/arm64 --cache-repo ghcr.io/taipei-commuter/mcp-taipei-metro-month-price-cache",
+            "image meta".to_owned(),
+            build("linux/amd64"),
+            build("linux/arm64"),
         ]
     );
     for platform in ["linux-amd64", "linux-arm64"] {

@@ -12,7 +12,7 @@ use anyhow::Context;
 use sha2::{Digest, Sha256};
 use xshell::{cmd, Shell};
 
-use crate::config::Platform;
+use crate::oci::Platform;
 
 pub const RUST_BUILDER: &str = "localhost/xtask/rust-builder:trixie";
 pub const KEY_LABEL: &str = "xtask.content-key";

@@ -12,7 +12,7 @@ use anyhow::Context;
 use xshell::{cmd, Shell};
 
 use super::base_images;
-use crate::config::Platform;
+use crate::oci::Platform;
 
 /// What the tests use: the container tools, the registry, qemu for arm64, the pieces to build base images, and
 /// python3-venv for the workflow lint.

@@ -141,6 +141,23 @@ impl LocalRegistry {
         Err(last_err.expect("tried at least once"))
     }
 
+    /// Starts a registry on `address` (one [`free_port`] picked beforehand, so the plan can name it).
+    pub fn start_on(sh: &Shell, runner: Runner, address: &str) -> anyhow::Result<LocalRegistry> {
+        let dir = std::env::temp_dir().join(format!(
+            "xtask-registry-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ));
+        let storage = dir.join("storage");
+        std::fs::create_dir_all(&storage)
+            .with_context(|| format!("create the registry storage {}", storage.display()))?;
+        Self::start_at(sh, &runner, address, &dir).inspect_err(|_| {
+            let _ = std::fs::remove_dir_all(&dir);
+        })
+    }
+
     fn start_at(
         sh: &Shell,
         runner: &Runner,

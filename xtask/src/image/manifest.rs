@@ -9,85 +9,111 @@
 //! The core (digest files, list assembly, the order of calls, checks, outputs) is pure and tested here against an
 //! in-memory registry; `xtask/tests/manifest.rs` runs it against a real one.
 
-// Parts of the stage are used once the registry client it drives has landed.
-#![allow(dead_code)]
-
 use std::fmt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
-use xshell::Shell;
 
-use crate::config::{ImageConfig, Platform};
 use crate::github::Github;
 use crate::image::prune;
 use crate::image::push::DigestRecord;
-use crate::registry::client;
-use crate::registry::credentials::{self, Env};
+use crate::oci::media_type::{DOCKER_LIST, DOCKER_MANIFEST, OCI_MANIFEST};
+use crate::oci::{
+    ConfigFile, Descriptor, Digest, ImageManifest, Index, Manifest, Platform, PlatformSpec,
+};
 use crate::registry::reference::parse_targets;
-use crate::registry::Reference;
+use crate::registry::{Reference, Repo, Repository};
+use crate::session::Session;
 use crate::{exit, flags};
 
 impl flags::Manifest {
-    pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
-        let mut config = None;
-        let mut config = || -> anyhow::Result<ImageConfig> {
-            if config.is_none() {
-                config = Some(ImageConfig::load(sh)?);
-            }
-            Ok(config.clone().expect("just loaded"))
-        };
-        let targets = if self.to.is_empty() {
-            config()?.targets
-        } else {
-            self.to.clone()
-        };
+    pub fn run(self, session: &mut Session) -> anyhow::Result<()> {
         let platforms = match &self.platforms {
             Some(list) => Platform::parse_list(list)?,
-            None => config()?.platforms,
+            None => session.config()?.platforms.clone(),
         };
-        let targets = parse_targets(&targets)?;
         let tag = check_tag(&self.tag)?;
-        let children = read_digest_dir(&sh.current_dir().join(&self.digest_dir), &platforms)?;
+        let children = read_digest_dir(&session.root.join(&self.digest_dir), &platforms)?;
+        // The digest records say where `image push` put each platform: those are the targets, unless told.
+        let targets = if !self.to.is_empty() {
+            parse_targets(&self.to)?
+        } else {
+            match recorded_targets(&children)? {
+                Some(targets) => targets,
+                None => parse_targets(&session.config()?.targets)?,
+            }
+        };
         let request = Request {
             prune_previous: self.prune_previous || tag == "latest",
             tag,
-            targets: targets.iter().map(ToString::to_string).collect(),
-            children,
+            children: children.into_iter().map(|(child, _)| child).collect(),
         };
         let urls = Urls::new(&targets, &self.insecure_registry);
         if self.dry_run {
-            print_plan(&request, Some(&assemble_list(&request.children)), &urls);
+            print_plan(&request, &targets, &assemble_list(&request.children), &urls);
             return Ok(());
         }
-        let env = Env::from_process();
-        let gh = Github::from_env();
-        let mut clients = Clients::connect(sh, &targets, &self.insecure_registry, &env)?;
-        let access = prune::Access::from_process(sh, &targets)?;
-        publish_and_report(&gh, &mut clients, &access, &request, &urls)?;
+        session.registries.allow_insecure(&self.insecure_registry);
+        session.registries.set_purpose("publish to");
+        let repos = connect(session, &targets)?;
+        let access = prune::Access::from_session(session, &targets)?;
+        publish_and_report(&session.github, &repos, &access, &request, &urls)?;
         Ok(())
     }
+}
+
+/// One repository per target, through the session's clients (credentials looked up once per registry).
+pub fn connect(session: &mut Session, targets: &[Reference]) -> anyhow::Result<Vec<Repo>> {
+    targets
+        .iter()
+        .map(|target| session.registries.repository(&session.sh, target))
+        .collect()
+}
+
+/// The targets every digest record names, when they all name the same ones; `None` for records that name none
+/// (written by hand, or by an older push). Records that disagree mean the pushes went to different places: exit 3.
+pub fn recorded_targets(
+    children: &[(Child, Vec<String>)],
+) -> anyhow::Result<Option<Vec<Reference>>> {
+    let Some((first, first_targets)) = children.first() else {
+        return Ok(None);
+    };
+    if first_targets.is_empty() {
+        return Ok(None);
+    }
+    for (child, targets) in children {
+        if targets != first_targets {
+            return Err(exit::build_failed(format!(
+                "the digest records disagree on where the images are: {} was pushed to {}, {} to {}; push every \
+                 platform to the same targets, or name them with --to",
+                first.platform,
+                first_targets.join(", "),
+                child.platform,
+                targets.join(", ")
+            )));
+        }
+    }
+    Ok(Some(parse_targets(first_targets)?))
 }
 
 /// The stage as CI and `image release` run it: publish, then prune what `latest` superseded, then the step
 /// outputs and summary. A prune failure is a warning: the new tag is live by then.
 pub fn publish_and_report(
     gh: &Github,
-    clients: &mut Clients,
+    repos: &[Repo],
     access: &prune::Access,
     request: &Request,
     urls: &Urls,
 ) -> anyhow::Result<Published> {
+    let repositories: Vec<&dyn Repository> = repos.iter().map(|r| r as &dyn Repository).collect();
     let published = {
         let _group = gh.group(&format!(
             "image manifest: publish {} to {} target(s)",
             request.tag,
-            request.targets.len()
+            repos.len()
         ));
-        publish(clients, request, &mut |call| {
+        publish(&repositories, request, &mut |call| {
             println!("  {}", urls.line(call))
         })
     };
@@ -112,10 +138,15 @@ pub fn publish_and_report(
             "  {}",
             urls.line(&Call::Prune {
                 target: superseded.target.clone(),
-                previous: superseded.previous.clone(),
+                previous: superseded.previous.to_string(),
             })
         );
-        let report = clients.prune_superseded(access, superseded);
+        let repo = repositories
+            .iter()
+            .find(|r| r.target().to_string() == superseded.target)
+            .expect("superseded in a target that was published to");
+        let report =
+            prune::remove_superseded(*repo, access, &superseded.previous, &superseded.current);
         for warning in report.warnings() {
             gh.warning("image manifest: prune", &warning);
         }
@@ -186,149 +217,6 @@ impl Urls {
     }
 }
 
-/// One client of the project's OCI client per target repository, behind [`Registry`] (and the prune stage's
-/// registry trait, so pruning reuses the same authenticated connections).
-pub struct Clients {
-    clients: Vec<(Reference, client::Registry)>,
-}
-
-impl Clients {
-    /// Looks up each target's credentials (env, auth files, helpers) and makes its client.
-    pub fn connect(
-        sh: &Shell,
-        targets: &[Reference],
-        insecure: &[String],
-        env: &Env,
-    ) -> anyhow::Result<Clients> {
-        let mut options = client::Options::from_env(insecure.to_vec());
-        options.purpose = "publish to";
-        let mut clients = Vec::new();
-        for target in targets {
-            let found = credentials::lookup(sh, &target.registry, &target.repository, env)?;
-            clients.push((
-                target.clone(),
-                client::Registry::new(target, found, options.clone()),
-            ));
-        }
-        Ok(Clients { clients })
-    }
-
-    fn get(&self, target: &str) -> anyhow::Result<(&Reference, &client::Registry)> {
-        self.clients
-            .iter()
-            .find(|(reference, _)| reference.to_string() == target)
-            .map(|(reference, client)| (reference, client))
-            .ok_or_else(|| anyhow::anyhow!("no client for {target}; this is a bug"))
-    }
-
-    /// The prune stage's hook: removes the index `latest` pointed to before, now superseded, with the children no
-    /// remaining tag uses. Never fails: problems come back in the report.
-    pub fn prune_superseded(
-        &self,
-        access: &prune::Access,
-        superseded: &Superseded,
-    ) -> prune::PruneReport {
-        match self.get(&superseded.target) {
-            Ok((reference, _)) => prune::remove_superseded(
-                self,
-                reference,
-                access,
-                &superseded.previous,
-                &superseded.current,
-            ),
-            Err(err) => prune::PruneReport {
-                target: superseded.target.clone(),
-                failures: vec![format!("{err:#}")],
-                ..prune::PruneReport::default()
-            },
-        }
-    }
-}
-
-impl Registry for Clients {
-    fn manifest(&mut self, target: &str, reference: &str) -> anyhow::Result<Option<Fetched>> {
-        let (target, client) = self.get(target)?;
-        Ok(client
-            .get_manifest(&target.repository, reference)?
-            .map(|m| Fetched {
-                media_type: m.media_type,
-                bytes: m.bytes,
-                digest: Some(m.digest),
-            }))
-    }
-
-    fn blob(&mut self, target: &str, digest: &str) -> anyhow::Result<Option<Vec<u8>>> {
-        let (target, client) = self.get(target)?;
-        match client.get_blob(&target.repository, digest) {
-            Ok(bytes) => Ok(Some(bytes)),
-            // The client reports a 404 as an error; tell "not there" from "could not read" with a HEAD.
-            Err(err) => match client.blob_exists(&target.repository, digest) {
-                Ok(None) => Ok(None),
-                _ => Err(err),
-            },
-        }
-    }
-
-    fn put_manifest(
-        &mut self,
-        target: &str,
-        reference: &str,
-        media_type: &str,
-        bytes: &[u8],
-    ) -> anyhow::Result<String> {
-        let (target, client) = self.get(target)?;
-        client.put_manifest(&target.repository, reference, media_type, bytes)
-    }
-}
-
-impl prune::Registry for Clients {
-    fn tags(&self, target: &Reference) -> anyhow::Result<Vec<String>> {
-        let (target, client) = self.get(&target.to_string())?;
-        client.list_tags(&target.repository)
-    }
-
-    fn resolve(&self, target: &Reference, tag: &str) -> anyhow::Result<Option<String>> {
-        let (target, client) = self.get(&target.to_string())?;
-        Ok(client
-            .head_manifest(&target.repository, tag)?
-            .map(|info| info.digest))
-    }
-
-    fn fetch(&self, target: &Reference, reference: &str) -> anyhow::Result<Option<prune::Fetched>> {
-        let (target, client) = self.get(&target.to_string())?;
-        Ok(client
-            .get_manifest(&target.repository, reference)?
-            .map(|m| prune::Fetched {
-                digest: m.digest,
-                media_type: m.media_type,
-                bytes: m.bytes,
-            }))
-    }
-
-    fn store(&self, target: &Reference, manifest: &prune::Fetched) -> anyhow::Result<()> {
-        let (target, client) = self.get(&target.to_string())?;
-        client.put_manifest(
-            &target.repository,
-            &manifest.digest,
-            &manifest.media_type,
-            &manifest.bytes,
-        )?;
-        Ok(())
-    }
-
-    fn delete(&self, target: &Reference, digest: &str) -> anyhow::Result<prune::Removal> {
-        let (target, client) = self.get(&target.to_string())?;
-        Ok(match client.delete_manifest(&target.repository, digest)? {
-            client::DeleteOutcome::Deleted => prune::Removal::Deleted,
-            client::DeleteOutcome::NotFound => prune::Removal::Gone,
-            client::DeleteOutcome::Unsupported => prune::Removal::Refused {
-                status: 405,
-                message: format!("{target} does not delete manifests (405 UNSUPPORTED)"),
-            },
-        })
-    }
-}
-
 /// A legal OCI tag, or exit 2 saying what one looks like.
 pub fn check_tag(tag: &str) -> anyhow::Result<String> {
     if is_valid_tag(tag) {
@@ -342,20 +230,14 @@ pub fn check_tag(tag: &str) -> anyhow::Result<String> {
 }
 
 /// Prints the calls a run would make, in order (`--dry-run`).
-pub fn print_plan(request: &Request, list: Option<&ManifestList>, urls: &Urls) {
+pub fn print_plan(request: &Request, targets: &[Reference], list: &Manifest, urls: &Urls) {
     println!(
         "dry run: image manifest would make these registry calls, in order, and stop at the first failure:"
     );
-    for call in planned_calls(request, list) {
+    for call in planned_calls(request, targets, list) {
         println!("  {}", urls.line(&call));
     }
 }
-
-/// A Docker image manifest (schema 2): the only child type the list takes, as only it keeps HEALTHCHECK.
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-/// The Docker manifest list: the multi-platform index for schema-2 children.
-pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
 /// One platform's image as `image push` left it in every target: what the list's entry says about it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -363,7 +245,7 @@ pub struct Child {
     pub platform: Platform,
     /// The CPU variant the config names (`v8`), carried into the list entry.
     pub variant: Option<String>,
-    pub digest: String,
+    pub digest: Digest,
     pub size: u64,
     pub media_type: String,
 }
@@ -373,35 +255,14 @@ pub fn digest_file_name(platform: Platform) -> String {
     platform.dir_name()
 }
 
-/// `sha256:` and 64 lowercase hex digits: the only digest form the pipeline produces.
-pub fn is_sha256_digest(digest: &str) -> bool {
-    digest.strip_prefix("sha256:").is_some_and(|hex| {
-        hex.len() == 64
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
-}
-
-/// `sha256:<hex>` of `bytes`.
-pub fn sha256_digest(bytes: &[u8]) -> String {
-    let hash = Sha256::digest(bytes);
-    let mut out = String::with_capacity(71);
-    out.push_str("sha256:");
-    for byte in hash {
-        out.push_str(&format!("{byte:02x}"));
-    }
-    out
-}
-
-/// A short form for messages (`sha256:0123456789ab`).
-fn short(digest: &str) -> &str {
-    digest.get(..19).unwrap_or(digest)
-}
-
 /// Parses and checks one digest file; `path` only names it in errors. Every failure is build-side (exit 3): the
 /// push that should have written it did not finish, or wrote something else.
-pub fn parse_digest_file(platform: Platform, path: &Path, text: &str) -> anyhow::Result<Child> {
+/// Returns the child and the targets the record says it was pushed to.
+pub fn parse_digest_file(
+    platform: Platform,
+    path: &Path,
+    text: &str,
+) -> anyhow::Result<(Child, Vec<String>)> {
     let rerun = format!(
         "rerun `cargo xtask image push --platform {platform} --digest-dir {}`",
         path.parent().unwrap_or(Path::new(".")).display()
@@ -412,15 +273,8 @@ pub fn parse_digest_file(platform: Platform, path: &Path, text: &str) -> anyhow:
             path.display()
         ))
     })?;
-    if !is_sha256_digest(&file.digest) {
-        return Err(exit::build_failed(format!(
-            "digest file {} for {platform} holds {:?}, not a sha256 digest; {rerun}",
-            path.display(),
-            file.digest
-        )));
-    }
     let (os, arch) = (&file.platform.os, &file.platform.architecture);
-    if (os.as_str(), arch.as_str()) != (platform.os, platform.arch) {
+    if !platform.matches(os, arch) {
         return Err(exit::build_failed(format!(
             "digest file {} says it is for {os}/{arch}, but its name says {platform}; {rerun}",
             path.display()
@@ -444,17 +298,23 @@ pub fn parse_digest_file(platform: Platform, path: &Path, text: &str) -> anyhow:
             path.display()
         )));
     }
-    Ok(Child {
-        platform,
-        variant: file.platform.variant,
-        digest: file.digest,
-        size: file.size,
-        media_type: file.media_type,
-    })
+    Ok((
+        Child {
+            platform,
+            variant: file.platform.variant,
+            digest: file.digest,
+            size: file.size,
+            media_type: file.media_type,
+        },
+        file.targets,
+    ))
 }
 
 /// Reads the digest file of every expected platform from `dir`. A missing one is named with the push to rerun.
-pub fn read_digest_dir(dir: &Path, platforms: &[Platform]) -> anyhow::Result<Vec<Child>> {
+pub fn read_digest_dir(
+    dir: &Path,
+    platforms: &[Platform],
+) -> anyhow::Result<Vec<(Child, Vec<String>)>> {
     if !dir.is_dir() {
         return Err(exit::build_failed(format!(
             "digest directory {} does not exist; run `cargo xtask image push --digest-dir {}` for each platform first",
@@ -481,77 +341,39 @@ pub fn read_digest_dir(dir: &Path, platforms: &[Platform]) -> anyhow::Result<Vec
         };
         children.push(parse_digest_file(platform, &path, &text)?);
     }
-    Ok(order(children))
+    children.sort_by_key(|(child, _)| child.platform.list_position());
+    Ok(children)
 }
 
 /// The fixed order of the list's entries: amd64, then arm64, whatever order the platforms were given in.
 fn order(mut children: Vec<Child>) -> Vec<Child> {
-    children.sort_by_key(|child| {
-        Platform::ALL
-            .iter()
-            .position(|p| *p == child.platform)
-            .unwrap_or(usize::MAX)
-    });
+    children.sort_by_key(|child| child.platform.list_position());
     children
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ListJson<'a> {
-    schema_version: u32,
-    media_type: &'a str,
-    manifests: Vec<EntryJson<'a>>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct EntryJson<'a> {
-    media_type: &'a str,
-    size: u64,
-    digest: &'a str,
-    platform: PlatformJson<'a>,
-}
-
-#[derive(Serialize)]
-struct PlatformJson<'a> {
-    architecture: &'a str,
-    os: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    variant: Option<&'a str>,
-}
-
-/// The manifest list and its digest.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ManifestList {
-    pub bytes: Vec<u8>,
-    pub digest: String,
 }
 
 /// Assembles the Docker manifest list. The bytes depend only on the children (fixed field and platform order), so
 /// every rerun and every registry gets the same digest.
-pub fn assemble_list(children: &[Child]) -> ManifestList {
-    let children = order(children.to_vec());
-    let list = ListJson {
+pub fn assemble_list(children: &[Child]) -> Manifest {
+    let list = Index {
         schema_version: 2,
-        media_type: DOCKER_LIST,
-        manifests: children
-            .iter()
-            .map(|child| EntryJson {
-                media_type: &child.media_type,
+        media_type: DOCKER_LIST.to_owned(),
+        manifests: order(children.to_vec())
+            .into_iter()
+            .map(|child| Descriptor {
+                media_type: child.media_type,
                 size: child.size,
-                digest: &child.digest,
-                platform: PlatformJson {
-                    architecture: child.platform.arch,
-                    os: child.platform.os,
-                    variant: child.variant.as_deref(),
-                },
+                digest: child.digest,
+                platform: Some(PlatformSpec {
+                    architecture: child.platform.arch.to_owned(),
+                    os: child.platform.os.to_owned(),
+                    variant: child.variant,
+                }),
             })
             .collect(),
     };
     let mut bytes = serde_json::to_vec_pretty(&list).expect("a list serializes");
     bytes.push(b'\n');
-    let digest = sha256_digest(&bytes);
-    ManifestList { bytes, digest }
+    Manifest::new(DOCKER_LIST, bytes)
 }
 
 /// A legal OCI tag: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
@@ -560,32 +382,6 @@ pub fn is_valid_tag(tag: &str) -> bool {
     matches!(bytes.next(), Some(b) if b.is_ascii_alphanumeric() || b == b'_')
         && tag.len() <= 128
         && bytes.all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-}
-
-/// A manifest as a registry answered it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Fetched {
-    pub media_type: String,
-    pub bytes: Vec<u8>,
-    /// `Docker-Content-Digest`, when the registry sent it.
-    pub digest: Option<String>,
-}
-
-/// The registry operations this stage needs. The real one is the project's OCI client; tests use an in-memory one.
-/// `target` is a repository reference as given with `--to` (`ghcr.io/owner/name`).
-pub trait Registry {
-    /// GET a manifest by digest or tag; `None` when the registry does not have it.
-    fn manifest(&mut self, target: &str, reference: &str) -> anyhow::Result<Option<Fetched>>;
-    /// GET a (small) blob by digest; `None` when the registry does not have it.
-    fn blob(&mut self, target: &str, digest: &str) -> anyhow::Result<Option<Vec<u8>>>;
-    /// PUT a manifest under a digest or tag; returns the digest the registry answered.
-    fn put_manifest(
-        &mut self,
-        target: &str,
-        reference: &str,
-        media_type: &str,
-        bytes: &[u8],
-    ) -> anyhow::Result<String>;
 }
 
 /// One registry call, in the order the stage makes them: what `--dry-run` prints and what a run logs.
@@ -642,39 +438,77 @@ impl fmt::Display for Call {
 #[derive(Clone, Debug)]
 pub struct Request {
     pub tag: String,
-    pub targets: Vec<String>,
     pub children: Vec<Child>,
     /// Remove the index the tag pointed to before, once the new one is verified live (the default for `latest`).
     pub prune_previous: bool,
 }
 
 /// The calls a run makes when everything succeeds, in order. The config digests are not known before the child
-/// manifests are read, so they are shown as `<config of …>`; the previous tag's target as `<previous>`. Without
-/// `list` (a dry run of a whole release, where nothing is built yet) the list is shown as `<list digest>`.
-pub fn planned_calls(request: &Request, list: Option<&ManifestList>) -> Vec<Call> {
-    let (list_digest, list_size) = match list {
-        Some(list) => (list.digest.clone(), Some(list.bytes.len())),
-        None => ("<list digest>".to_owned(), None),
-    };
+/// manifests are read, so they are shown as `<config of …>`; the previous tag's target as `<previous>`.
+pub fn planned_calls(request: &Request, targets: &[Reference], list: &Manifest) -> Vec<Call> {
+    let children: Vec<(String, Platform)> = request
+        .children
+        .iter()
+        .map(|child| (child.digest.to_string(), child.platform))
+        .collect();
+    calls_in_order(
+        &request.tag,
+        request.prune_previous,
+        &children,
+        (list.digest.to_string(), Some(list.bytes.len())),
+        targets,
+    )
+}
+
+/// [`planned_calls`] before anything is built (a dry run of a whole release): the platforms' manifests and the
+/// list are named by what they will be.
+pub fn planned_calls_before_build(
+    tag: &str,
+    prune_previous: bool,
+    platforms: &[Platform],
+    targets: &[Reference],
+) -> Vec<Call> {
+    let children: Vec<(String, Platform)> = platforms
+        .iter()
+        .map(|&platform| (format!("<digest of {platform}>"), platform))
+        .collect();
+    calls_in_order(
+        tag,
+        prune_previous,
+        &children,
+        ("<list digest>".to_owned(), None),
+        targets,
+    )
+}
+
+fn calls_in_order(
+    tag: &str,
+    prune_previous: bool,
+    children: &[(String, Platform)],
+    (list_digest, list_size): (String, Option<usize>),
+    targets: &[Reference],
+) -> Vec<Call> {
+    let tag = tag.to_owned();
+    let targets: Vec<String> = targets.iter().map(ToString::to_string).collect();
     let mut calls = Vec::new();
-    for target in &request.targets {
-        for child in &request.children {
+    for target in &targets {
+        for (reference, platform) in children {
             calls.push(Call::GetManifest {
                 target: target.clone(),
-                reference: child.digest.clone(),
+                reference: reference.clone(),
             });
             calls.push(Call::GetBlob {
                 target: target.clone(),
-                digest: format!("<config of {}>", child.platform),
+                digest: format!("<config of {platform}>"),
             });
         }
         calls.push(Call::GetManifest {
             target: target.clone(),
-            reference: request.tag.clone(),
+            reference: tag.clone(),
         });
     }
-    for reference in [&list_digest, &request.tag] {
-        for target in &request.targets {
+    for reference in [&list_digest, &tag] {
+        for target in &targets {
             calls.push(Call::PutManifest {
                 target: target.clone(),
                 reference: reference.clone(),
@@ -683,12 +517,12 @@ pub fn planned_calls(request: &Request, list: Option<&ManifestList>) -> Vec<Call
             });
         }
     }
-    for target in &request.targets {
+    for target in &targets {
         calls.push(Call::GetManifest {
             target: target.clone(),
-            reference: request.tag.clone(),
+            reference: tag.clone(),
         });
-        if request.prune_previous {
+        if prune_previous {
             calls.push(Call::Prune {
                 target: target.clone(),
                 previous: "<previous>".into(),
@@ -702,19 +536,19 @@ pub fn planned_calls(request: &Request, list: Option<&ManifestList>) -> Vec<Call
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Superseded {
     pub target: String,
-    pub previous: String,
-    pub current: String,
+    pub previous: Digest,
+    pub current: Digest,
 }
 
 /// What a run did: the summary's and the outputs' input.
 #[derive(Clone, Debug)]
 pub struct Published {
     pub tag: String,
-    pub digest: String,
+    pub digest: Digest,
     pub targets: Vec<String>,
     pub children: Vec<Child>,
     /// The digest the tag pointed to before, per target (`None`: the tag is new there).
-    pub previous: Vec<Option<String>>,
+    pub previous: Vec<Option<Digest>>,
     /// Indexes to prune (only with `prune_previous`, and only where the tag really moved).
     pub superseded: Vec<Superseded>,
     pub durations: Durations,
@@ -730,33 +564,33 @@ pub struct Durations {
 
 /// The previous manifest under the tag in one target, kept to put it back if a later target refuses the move.
 struct Previous {
-    fetched: Option<Fetched>,
+    fetched: Option<Manifest>,
 }
 
-/// Runs the stage against `registry`: verify everything everywhere, push the list by digest, move the tag, read it
-/// back. `log` receives each call just before it is made.
+/// Runs the stage against `repos` (one per target): verify everything everywhere, push the list by digest, move
+/// the tag, read it back. `log` receives each call just before it is made.
 pub fn publish(
-    registry: &mut dyn Registry,
+    repos: &[&dyn Repository],
     request: &Request,
     log: &mut dyn FnMut(&Call),
 ) -> anyhow::Result<Published> {
     let list = assemble_list(&request.children);
+    let targets: Vec<String> = repos.iter().map(|r| r.target().to_string()).collect();
     let mut durations = Durations::default();
 
     // 1. Read only: every child in every target, and where the tag points now.
     let started = Instant::now();
     let mut previous = Vec::new();
-    for target in &request.targets {
+    for (repo, target) in repos.iter().zip(&targets) {
         for child in &request.children {
-            verify_child(registry, target, child, log)?;
+            verify_child(*repo, target, child, log)?;
         }
-        let call = Call::GetManifest {
+        log(&Call::GetManifest {
             target: target.clone(),
             reference: request.tag.clone(),
-        };
-        log(&call);
-        let fetched = registry
-            .manifest(target, &request.tag)
+        });
+        let fetched = repo
+            .manifest(&request.tag)
             .with_context(|| format!("read the current tag {} in {target}", request.tag))?;
         previous.push(Previous { fetched });
     }
@@ -764,8 +598,8 @@ pub fn publish(
 
     // 2. The list by digest everywhere: nothing points at it yet, so this changes what no one sees.
     let started = Instant::now();
-    for target in &request.targets {
-        put(registry, target, &list.digest, &list, log)
+    for (repo, target) in repos.iter().zip(&targets) {
+        put(*repo, target, list.digest.as_str(), &list, log)
             .with_context(|| format!("push the manifest list to {target} (no tag was moved)"))?;
     }
     durations.push_list = started.elapsed();
@@ -774,20 +608,14 @@ pub fn publish(
     // a failed move may still have happened (the registry wrote it, then the answer was lost), and putting the
     // previous manifest back where it did not is harmless.
     let started = Instant::now();
-    for (index, target) in request.targets.iter().enumerate() {
-        if let Err(err) = put(registry, target, &request.tag, &list, log) {
-            let restored = restore(
-                registry,
-                request,
-                &request.targets[..=index],
-                &previous,
-                log,
-            );
+    for (index, (repo, target)) in repos.iter().zip(&targets).enumerate() {
+        if let Err(err) = put(*repo, target, &request.tag, &list, log) {
+            let restored = restore(&repos[..=index], &request.tag, &previous, log);
             return Err(err).with_context(|| {
                 format!(
                     "move tag {} to {} in {target}; {restored}",
                     request.tag,
-                    short(&list.digest)
+                    list.digest.short()
                 )
             });
         }
@@ -797,13 +625,12 @@ pub fn publish(
     // 4. Read back: the tag must now name the list, in every target.
     let started = Instant::now();
     let mut superseded = Vec::new();
-    for (target, before) in request.targets.iter().zip(&previous) {
-        let call = Call::GetManifest {
+    for ((repo, target), before) in repos.iter().zip(&targets).zip(&previous) {
+        log(&Call::GetManifest {
             target: target.clone(),
             reference: request.tag.clone(),
-        };
-        log(&call);
-        let now = match registry.manifest(target, &request.tag) {
+        });
+        let now = match repo.manifest(&request.tag) {
             Ok(now) => now,
             Err(err) => {
                 // Every registry acknowledged its move with the list's digest, so the publish happened; undoing
@@ -816,22 +643,22 @@ pub fn publish(
                 continue;
             }
         };
-        let now_digest = now.as_ref().map(|m| sha256_digest(&m.bytes));
-        if now_digest.as_deref() != Some(list.digest.as_str()) {
+        let now_digest = now.map(|m| m.digest);
+        if now_digest.as_ref() != Some(&list.digest) {
             return Err(exit::registry_failed(format!(
                 "tag {} in {target} resolves to {} after the move, not to {}; another release may have moved it \
                  meanwhile: check `skopeo inspect --raw docker://{target}:{}`",
                 request.tag,
-                now_digest.as_deref().unwrap_or("nothing"),
+                now_digest.map_or("nothing".to_owned(), |d| d.to_string()),
                 list.digest,
                 request.tag
             )));
         }
-        if let Some(old) = before.fetched.as_ref().map(|m| sha256_digest(&m.bytes)) {
-            if request.prune_previous && old != list.digest {
+        if let Some(old) = &before.fetched {
+            if request.prune_previous && old.digest != list.digest {
                 superseded.push(Superseded {
                     target: target.clone(),
-                    previous: old,
+                    previous: old.digest.clone(),
                     current: list.digest.clone(),
                 });
             }
@@ -842,11 +669,11 @@ pub fn publish(
     Ok(Published {
         tag: request.tag.clone(),
         digest: list.digest,
-        targets: request.targets.clone(),
+        targets,
         children: order(request.children.clone()),
         previous: previous
             .iter()
-            .map(|p| p.fetched.as_ref().map(|m| sha256_digest(&m.bytes)))
+            .map(|p| p.fetched.as_ref().map(|m| m.digest.clone()))
             .collect(),
         superseded,
         durations,
@@ -854,10 +681,10 @@ pub fn publish(
 }
 
 fn put(
-    registry: &mut dyn Registry,
+    repo: &dyn Repository,
     target: &str,
     reference: &str,
-    list: &ManifestList,
+    list: &Manifest,
     log: &mut dyn FnMut(&Call),
 ) -> anyhow::Result<()> {
     log(&Call::PutManifest {
@@ -866,46 +693,38 @@ fn put(
         media_type: DOCKER_LIST.into(),
         size: Some(list.bytes.len()),
     });
-    let answered = registry.put_manifest(target, reference, DOCKER_LIST, &list.bytes)?;
-    if answered != list.digest {
-        return Err(exit::registry_failed(format!(
-            "{target} stored the manifest list as {answered}, but its bytes hash to {}",
-            list.digest
-        )));
-    }
-    Ok(())
+    repo.put_manifest(reference, list)
 }
 
 /// Puts the previous manifest back under the tag in targets where it was already moved. Best effort: says what it
 /// did, for the error message.
 fn restore(
-    registry: &mut dyn Registry,
-    request: &Request,
-    moved: &[String],
+    moved: &[&dyn Repository],
+    tag: &str,
     previous: &[Previous],
     log: &mut dyn FnMut(&Call),
 ) -> String {
     let mut notes = Vec::new();
     // The last target is the one whose move failed: it may or may not have moved.
     let failed = moved.len().saturating_sub(1);
-    for (index, (target, before)) in moved.iter().zip(previous).enumerate() {
+    for (index, (repo, before)) in moved.iter().zip(previous).enumerate() {
+        let target = repo.target();
         match &before.fetched {
             Some(old) => {
                 log(&Call::PutManifest {
-                    target: target.clone(),
-                    reference: request.tag.clone(),
+                    target: target.to_string(),
+                    reference: tag.to_owned(),
                     media_type: old.media_type.clone(),
                     size: Some(old.bytes.len()),
                 });
-                match registry.put_manifest(target, &request.tag, &old.media_type, &old.bytes) {
-                    Ok(_) => notes.push(format!(
+                match repo.put_manifest(tag, old) {
+                    Ok(()) => notes.push(format!(
                         "{target}: tag put back to {}",
-                        short(&sha256_digest(&old.bytes))
+                        old.digest.short()
                     )),
                     Err(err) if index == failed => notes.push(format!(
                         "{target}: if the failed move went through after all, the tag could not be put back \
-                         ({err:#}); check `skopeo inspect --raw docker://{target}:{}`",
-                        request.tag
+                         ({err:#}); check `skopeo inspect --raw docker://{target}:{tag}`"
                     )),
                     Err(err) => notes.push(format!(
                         "{target}: tag already moved and could not be put back ({err:#})"
@@ -913,13 +732,11 @@ fn restore(
                 }
             }
             None if index == failed => notes.push(format!(
-                "{target}: tag {} did not exist there; if the failed move went through after all, it names the \
-                 new list",
-                request.tag
+                "{target}: tag {tag} did not exist there; if the failed move went through after all, it names the \
+                 new list"
             )),
             None => notes.push(format!(
-                "{target}: tag {} is new there and stays on the new list",
-                request.tag
+                "{target}: tag {tag} is new there and stays on the new list"
             )),
         }
     }
@@ -929,7 +746,7 @@ fn restore(
 /// Checks one child in one target: the manifest is there, is what the digest file says, and its config's
 /// os/architecture is the platform it is listed under.
 fn verify_child(
-    registry: &mut dyn Registry,
+    repo: &dyn Repository,
     target: &str,
     child: &Child,
     log: &mut dyn FnMut(&Call),
@@ -937,10 +754,10 @@ fn verify_child(
     let platform = child.platform;
     log(&Call::GetManifest {
         target: target.into(),
-        reference: child.digest.clone(),
+        reference: child.digest.to_string(),
     });
-    let manifest = registry
-        .manifest(target, &child.digest)
+    let manifest = repo
+        .manifest(child.digest.as_str())
         .with_context(|| format!("read {platform} manifest {} in {target}", child.digest))?
         .ok_or_else(|| {
             exit::registry_failed(format!(
@@ -952,10 +769,10 @@ fn verify_child(
     let config_digest = check_child_manifest(target, child, &manifest)?;
     log(&Call::GetBlob {
         target: target.into(),
-        digest: config_digest.clone(),
+        digest: config_digest.to_string(),
     });
-    let config = registry
-        .blob(target, &config_digest)
+    let config = repo
+        .blob(&config_digest)
         .with_context(|| format!("read the config of {platform} image in {target}"))?
         .ok_or_else(|| {
             exit::registry_failed(format!(
@@ -971,10 +788,10 @@ fn verify_child(
 pub fn check_child_manifest(
     target: &str,
     child: &Child,
-    manifest: &Fetched,
-) -> anyhow::Result<String> {
+    manifest: &Manifest,
+) -> anyhow::Result<Digest> {
     let platform = child.platform;
-    let actual = sha256_digest(&manifest.bytes);
+    let actual = Digest::of(&manifest.bytes);
     if actual != child.digest {
         return Err(exit::registry_failed(format!(
             "{target} answered {platform} manifest {} with bytes hashing to {actual} (no tag was moved)",
@@ -990,19 +807,9 @@ pub fn check_child_manifest(
             manifest.bytes.len()
         )));
     }
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Image {
-        media_type: Option<String>,
-        config: Option<Config>,
-    }
-    #[derive(Deserialize)]
-    struct Config {
-        digest: String,
-    }
-    let image: Image = serde_json::from_slice(&manifest.bytes).map_err(|err| {
+    let image = ImageManifest::parse(&manifest.bytes).map_err(|why| {
         exit::build_failed(format!(
-            "{platform} manifest {} in {target} is not an image manifest ({err}) (no tag was moved)",
+            "{platform} manifest {} in {target} is {why} (no tag was moved)",
             child.digest
         ))
     })?;
@@ -1014,13 +821,7 @@ pub fn check_child_manifest(
             child.digest
         )));
     }
-    match image.config {
-        Some(config) if is_sha256_digest(&config.digest) => Ok(config.digest),
-        _ => Err(exit::build_failed(format!(
-            "{platform} manifest {} in {target} names no config (no tag was moved)",
-            child.digest
-        ))),
-    }
+    Ok(image.config.digest)
 }
 
 /// Checks a child's config blob: the bytes are the named blob, and it is built for the platform it is listed
@@ -1028,29 +829,29 @@ pub fn check_child_manifest(
 pub fn check_child_config(
     target: &str,
     child: &Child,
-    config_digest: &str,
+    config_digest: &Digest,
     config: &[u8],
 ) -> anyhow::Result<()> {
     let platform = child.platform;
-    if sha256_digest(config) != config_digest {
+    if Digest::of(config) != *config_digest {
         return Err(exit::registry_failed(format!(
             "{target} answered config {config_digest} of the {platform} image with other bytes (no tag was moved)"
         )));
     }
-    #[derive(Deserialize)]
-    struct Config {
-        os: Option<String>,
-        architecture: Option<String>,
-    }
-    let config: Config = serde_json::from_slice(config).map_err(|err| {
+    let config = ConfigFile::parse(config).map_err(|why| {
         exit::build_failed(format!(
-            "config {config_digest} of the {platform} image in {target} is not an image config ({err}) \
-             (no tag was moved)"
+            "config {config_digest} of the {platform} image in {target} is {why} (no tag was moved)"
         ))
     })?;
-    let os = config.os.as_deref().unwrap_or("?");
-    let arch = config.architecture.as_deref().unwrap_or("?");
-    if (os, arch) != (platform.os, platform.arch) {
+    let or_unknown = |s: &str| {
+        if s.is_empty() {
+            "?".to_owned()
+        } else {
+            s.to_owned()
+        }
+    };
+    let (os, arch) = (or_unknown(&config.os), or_unknown(&config.architecture));
+    if !platform.matches(&os, &arch) {
         return Err(exit::build_failed(format!(
             "the image listed as {platform} ({} in {target}) is built for {os}/{arch}: its build produced the \
              wrong platform; rebuild it with `cargo xtask image build --platform {platform}` and push again \
@@ -1076,7 +877,7 @@ pub fn outputs(published: &Published) -> Vec<(String, String)> {
         .collect();
     let mut out = vec![
         ("tag".to_owned(), published.tag.clone()),
-        ("digest".to_owned(), published.digest.clone()),
+        ("digest".to_owned(), published.digest.to_string()),
         ("platforms".to_owned(), platforms.join(",")),
         (
             "references".to_owned(),
@@ -1133,7 +934,7 @@ pub fn summary(published: &Published) -> String {
     for (target, before) in published.targets.iter().zip(&published.previous) {
         let before = match before {
             Some(digest) if *digest == published.digest => "unchanged".to_owned(),
-            Some(digest) => format!("`{}`", short(digest)),
+            Some(digest) => format!("`{}`", digest.short()),
             None => "new tag".to_owned(),
         };
         out.push_str(&format!(
@@ -1169,7 +970,7 @@ pub fn summary(published: &Published) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
+    use crate::registry::memory::Memory;
 
     const AMD: Platform = Platform::LINUX_AMD64;
     const ARM: Platform = Platform::LINUX_ARM64;
@@ -1185,8 +986,10 @@ mod tests {
         format!(r#"{{"os":"{os}","architecture":"{arch}"}}"#)
     }
 
-    fn d(c: char) -> String {
+    fn d(c: char) -> Digest {
         format!("sha256:{}", c.to_string().repeat(64))
+            .parse()
+            .unwrap()
     }
 
     #[test]
@@ -1195,24 +998,25 @@ mod tests {
         let good_obj = r#"{"os":"linux","architecture":"arm64"}"#;
         // (platform field, digest, media type, size, expected error fragment or None)
         let cases: Vec<(&str, String, &str, u64, Option<&str>)> = vec![
-            (good_obj, d('a'), DOCKER_MANIFEST, 528, None),
+            // (the digests are written as text, so that malformed ones can be)
+            (good_obj, d('a').to_string(), DOCKER_MANIFEST, 528, None),
             (
                 r#"{"os":"linux","architecture":"arm64","variant":"v8"}"#,
-                d('b'),
+                d('b').to_string(),
                 DOCKER_MANIFEST,
                 1,
                 None,
             ),
             (
                 r#"{"os":"windows","architecture":"arm64"}"#,
-                d('a'),
+                d('a').to_string(),
                 DOCKER_MANIFEST,
                 528,
                 Some("says it is for windows/arm64"),
             ),
             (
                 r#"{"os":"linux","architecture":"amd64"}"#,
-                d('a'),
+                d('a').to_string(),
                 DOCKER_MANIFEST,
                 528,
                 Some("its name says linux/arm64"),
@@ -1226,7 +1030,10 @@ mod tests {
             ),
             (
                 good_obj,
-                d('A'),
+                d('a')
+                    .to_string()
+                    .to_uppercase()
+                    .replace("SHA256", "sha256"),
                 DOCKER_MANIFEST,
                 528,
                 Some("not a sha256 digest"),
@@ -1240,34 +1047,41 @@ mod tests {
             ),
             (
                 good_obj,
-                d('a'),
+                d('a').to_string(),
                 OCI_MANIFEST,
                 528,
                 Some("loses HEALTHCHECK"),
             ),
             (
                 good_obj,
-                d('a'),
+                d('a').to_string(),
                 DOCKER_LIST,
                 528,
                 Some("schema-2 image manifests only"),
             ),
-            (good_obj, d('a'), DOCKER_MANIFEST, 0, Some("size 0")),
+            (
+                good_obj,
+                d('a').to_string(),
+                DOCKER_MANIFEST,
+                0,
+                Some("size 0"),
+            ),
         ];
         for (platform, digest, media_type, size, want) in cases {
             let text = digest_json(platform, &digest, media_type, size);
             match (parse_digest_file(ARM, path, &text), want) {
-                (Ok(child), None) => {
+                (Ok((child, targets)), None) => {
                     assert_eq!(
                         child,
                         Child {
                             platform: ARM,
                             variant: platform.contains("v8").then(|| "v8".to_owned()),
-                            digest,
+                            digest: digest.parse().unwrap(),
                             size,
                             media_type: media_type.into()
                         }
-                    )
+                    );
+                    assert!(targets.is_empty());
                 }
                 (Err(err), Some(fragment)) => {
                     assert_eq!(exit::code_of(&err), 3, "{text}");
@@ -1298,7 +1112,12 @@ mod tests {
         let dir = temp_dir("missing");
         std::fs::write(
             dir.join("linux-amd64"),
-            digest_json(&os_arch("linux/amd64"), &d('1'), DOCKER_MANIFEST, 10),
+            digest_json(
+                &os_arch("linux/amd64"),
+                d('1').as_str(),
+                DOCKER_MANIFEST,
+                10,
+            ),
         )
         .unwrap();
         let err = read_digest_dir(&dir, &[AMD, ARM]).unwrap_err();
@@ -1309,12 +1128,17 @@ mod tests {
 
         std::fs::write(
             dir.join("linux-arm64"),
-            digest_json(&os_arch("linux/arm64"), &d('2'), DOCKER_MANIFEST, 20),
+            digest_json(
+                &os_arch("linux/arm64"),
+                d('2').as_str(),
+                DOCKER_MANIFEST,
+                20,
+            ),
         )
         .unwrap();
         // Given arm64 first, read in the fixed order all the same.
         let children = read_digest_dir(&dir, &[ARM, AMD]).unwrap();
-        let got: Vec<_> = children.iter().map(|c| (c.platform, c.size)).collect();
+        let got: Vec<_> = children.iter().map(|(c, _)| (c.platform, c.size)).collect();
         assert_eq!(got, [(AMD, 10), (ARM, 20)]);
         // Only the expected platforms are read.
         assert_eq!(read_digest_dir(&dir, &[ARM]).unwrap().len(), 1);
@@ -1324,7 +1148,7 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    fn child(platform: Platform, digest: String, size: u64) -> Child {
+    fn child(platform: Platform, digest: Digest, size: u64) -> Child {
         Child {
             platform,
             variant: None,
@@ -1340,7 +1164,7 @@ mod tests {
         let arm = child(ARM, d('2'), 529);
         let list = assemble_list(&[arm.clone(), amd.clone()]);
         assert_eq!(list, assemble_list(&[amd.clone(), arm.clone()]));
-        assert_eq!(list.digest, sha256_digest(&list.bytes));
+        assert_eq!(list.digest, Digest::of(&list.bytes));
         let want = format!(
             r#"{{
   "schemaVersion": 2,
@@ -1379,7 +1203,7 @@ mod tests {
     }
 
     #[test]
-    fn tags_and_digests() {
+    fn tags() {
         for (tag, ok) in [
             ("latest", true),
             ("1.2.3", true),
@@ -1396,102 +1220,49 @@ mod tests {
         ] {
             assert_eq!(is_valid_tag(tag), ok, "{tag}");
         }
-        assert_eq!(
-            sha256_digest(b""),
-            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    }
+
+    /// Pushes a one-config image for `platform` into `target`, as `image push` would.
+    fn push_image(memory: &Memory, target: &str, platform: (&str, &str)) -> Child {
+        let config = format!(
+            r#"{{"os":"{}","architecture":"{}","config":{{"Healthcheck":{{}}}}}}"#,
+            platform.0, platform.1
         );
-        assert!(is_sha256_digest(&sha256_digest(b"x")));
+        let config_digest = memory.put_blob(target, config.as_bytes());
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST}","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","size":{},"digest":"{config_digest}"}},"layers":[]}}"#,
+            config.len()
+        );
+        let manifest = Manifest::new(DOCKER_MANIFEST, manifest.into_bytes());
+        memory
+            .repository(target)
+            .put_manifest(manifest.digest.as_str(), &manifest)
+            .unwrap();
+        child(
+            format!("{}/{}", platform.0, platform.1)
+                .parse()
+                .unwrap_or(AMD),
+            manifest.digest.clone(),
+            manifest.bytes.len() as u64,
+        )
     }
 
-    /// An in-memory registry: manifests and blobs per repository, tags as names of manifests, every call recorded,
-    /// and PUTs that fail on demand.
-    #[derive(Default)]
-    struct Memory {
-        manifests: HashMap<(String, String), Fetched>,
-        blobs: HashMap<(String, String), Vec<u8>>,
-        fail_put: Option<(String, String)>,
-        calls: Vec<String>,
+    fn run(memory: &Memory, request: &Request) -> anyhow::Result<Published> {
+        run_logged(memory, request, &mut |_| {})
     }
 
-    impl Memory {
-        fn push_image(&mut self, target: &str, platform: (&str, &str)) -> Child {
-            let config = format!(
-                r#"{{"os":"{}","architecture":"{}","config":{{"Healthcheck":{{}}}}}}"#,
-                platform.0, platform.1
-            );
-            let config_digest = sha256_digest(config.as_bytes());
-            let manifest = format!(
-                r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST}","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","size":{},"digest":"{config_digest}"}},"layers":[]}}"#,
-                config.len()
-            );
-            let digest = sha256_digest(manifest.as_bytes());
-            self.blobs
-                .insert((target.into(), config_digest), config.into_bytes());
-            self.manifests.insert(
-                (target.into(), digest.clone()),
-                Fetched {
-                    media_type: DOCKER_MANIFEST.into(),
-                    bytes: manifest.clone().into_bytes(),
-                    digest: Some(digest.clone()),
-                },
-            );
-            child(
-                format!("{}/{}", platform.0, platform.1)
-                    .parse()
-                    .unwrap_or(AMD),
-                digest,
-                manifest.len() as u64,
-            )
-        }
-
-        fn tags(&self) -> Vec<(String, String, String)> {
-            let mut tags: Vec<_> = self
-                .manifests
-                .iter()
-                .filter(|((_, reference), _)| !reference.starts_with("sha256:"))
-                .map(|((target, tag), m)| (target.clone(), tag.clone(), sha256_digest(&m.bytes)))
-                .collect();
-            tags.sort();
-            tags
-        }
+    fn run_logged(
+        memory: &Memory,
+        request: &Request,
+        log: &mut dyn FnMut(&Call),
+    ) -> anyhow::Result<Published> {
+        let repos = [memory.repository(A), memory.repository(B)];
+        let repos: Vec<&dyn Repository> = repos.iter().map(|r| r as &dyn Repository).collect();
+        publish(&repos, request, log)
     }
 
-    impl Registry for Memory {
-        fn manifest(&mut self, target: &str, reference: &str) -> anyhow::Result<Option<Fetched>> {
-            self.calls.push(format!("GET {target} {reference}"));
-            Ok(self
-                .manifests
-                .get(&(target.into(), reference.into()))
-                .cloned())
-        }
-        fn blob(&mut self, target: &str, digest: &str) -> anyhow::Result<Option<Vec<u8>>> {
-            self.calls.push(format!("BLOB {target} {digest}"));
-            Ok(self.blobs.get(&(target.into(), digest.into())).cloned())
-        }
-        fn put_manifest(
-            &mut self,
-            target: &str,
-            reference: &str,
-            media_type: &str,
-            bytes: &[u8],
-        ) -> anyhow::Result<String> {
-            self.calls.push(format!("PUT {target} {reference}"));
-            if self.fail_put.as_ref() == Some(&(target.into(), reference.into())) {
-                return Err(exit::registry_failed(format!(
-                    "Failed to push to {target} after 3 attempts"
-                )));
-            }
-            let digest = sha256_digest(bytes);
-            self.manifests.insert(
-                (target.into(), reference.into()),
-                Fetched {
-                    media_type: media_type.into(),
-                    bytes: bytes.to_vec(),
-                    digest: Some(digest.clone()),
-                },
-            );
-            Ok(digest)
-        }
+    fn targets() -> Vec<Reference> {
+        parse_targets(&[A.into(), B.into()]).unwrap()
     }
 
     const A: &str = "a.example/team/app";
@@ -1499,23 +1270,23 @@ mod tests {
 
     /// Two registries, both platforms pushed to both, and an old `latest` in each.
     fn setup() -> (Memory, Request) {
-        let mut memory = Memory::default();
+        let memory = Memory::default();
         let mut children = Vec::new();
         for target in [A, B] {
             children = vec![
-                memory.push_image(target, ("linux", "amd64")),
-                memory.push_image(target, ("linux", "arm64")),
+                push_image(&memory, target, ("linux", "amd64")),
+                push_image(&memory, target, ("linux", "arm64")),
             ];
             let old = child(AMD, d('0'), 3);
             let old_list = assemble_list(&[old]);
             memory
-                .put_manifest(target, "latest", DOCKER_LIST, &old_list.bytes)
+                .repository(target)
+                .put_manifest("latest", &old_list)
                 .unwrap();
         }
-        memory.calls.clear();
+        memory.clear_calls();
         let request = Request {
             tag: "latest".into(),
-            targets: vec![A.into(), B.into()],
             children,
             prune_previous: true,
         };
@@ -1524,22 +1295,22 @@ mod tests {
 
     #[test]
     fn publishes_in_order_and_matches_the_plan() {
-        let (mut memory, request) = setup();
+        let (memory, request) = setup();
         let old = memory.tags();
         let mut logged = Vec::new();
         let published =
-            publish(&mut memory, &request, &mut |call| logged.push(call.clone())).unwrap();
+            run_logged(&memory, &request, &mut |call| logged.push(call.clone())).unwrap();
         let list = assemble_list(&request.children);
         assert_eq!(published.digest, list.digest);
         for (target, tag, digest) in memory.tags() {
             assert_eq!(
-                (tag.as_str(), digest.as_str()),
-                ("latest", list.digest.as_str()),
+                (tag.as_str(), &digest),
+                ("latest", &list.digest),
                 "{target}"
             );
         }
         // The log is the dry-run plan with the unknowns filled in.
-        let plan = planned_calls(&request, Some(&list));
+        let plan = planned_calls(&request, &targets(), &list);
         let logged_shapes: Vec<String> = logged.iter().map(shape).collect();
         let plan_shapes: Vec<String> = plan
             .iter()
@@ -1548,19 +1319,12 @@ mod tests {
             .collect();
         assert_eq!(logged_shapes, plan_shapes);
         // No write before every read of every target.
-        let first_put = memory
-            .calls
-            .iter()
-            .position(|c| c.starts_with("PUT"))
-            .unwrap();
-        let reads = memory.calls[..first_put].len();
-        assert_eq!(reads, 2 * (2 * 2 + 1), "{:?}", memory.calls);
+        let calls = memory.calls();
+        let first_put = calls.iter().position(|c| c.starts_with("PUT")).unwrap();
+        let reads = calls[..first_put].len();
+        assert_eq!(reads, 2 * (2 * 2 + 1), "{calls:?}");
         // Both lists pushed by digest before any tag moved.
-        let puts: Vec<&String> = memory
-            .calls
-            .iter()
-            .filter(|c| c.starts_with("PUT"))
-            .collect();
+        let puts: Vec<&String> = calls.iter().filter(|c| c.starts_with("PUT")).collect();
         assert_eq!(
             puts,
             [
@@ -1591,7 +1355,7 @@ mod tests {
             ]
         );
         // A rerun changes nothing and supersedes nothing.
-        let again = publish(&mut memory, &request, &mut |_| {}).unwrap();
+        let again = run(&memory, &request).unwrap();
         assert_eq!(again.digest, list.digest);
         assert!(again.superseded.is_empty());
     }
@@ -1606,23 +1370,20 @@ mod tests {
 
     #[test]
     fn nothing_moves_unless_everything_is_verified() {
-        type Break = fn(&mut Memory, &mut Request);
+        type Break = fn(&Memory, &mut Request);
         let cases: Vec<(&str, Break, i32, &str)> = vec![
             (
                 "arm64 missing in the second registry",
-                |m, r| {
-                    m.manifests
-                        .remove(&(B.into(), r.children[1].digest.clone()));
-                },
+                |m, r| m.remove_manifest(B, &r.children[1].digest),
                 4,
                 "linux/arm64 image",
             ),
             (
                 "arm64 config missing in the second registry",
                 |m, _| {
-                    m.blobs.retain(|(target, _), config| {
+                    m.retain_blobs(|target, config| {
                         target != B || !String::from_utf8_lossy(config).contains("arm64")
-                    });
+                    })
                 },
                 4,
                 "config",
@@ -1630,8 +1391,8 @@ mod tests {
             (
                 "the arm64 job built amd64",
                 |m, r| {
-                    let wrong = m.push_image(A, ("linux", "amd64"));
-                    let wrong_b = m.push_image(B, ("linux", "amd64"));
+                    let wrong = push_image(m, A, ("linux", "amd64"));
+                    let wrong_b = push_image(m, B, ("linux", "amd64"));
                     assert_eq!(wrong, wrong_b);
                     r.children[1] = Child {
                         platform: ARM,
@@ -1643,10 +1404,7 @@ mod tests {
             ),
             (
                 "a registry answers other bytes",
-                |m, r| {
-                    let key = (B.to_owned(), r.children[0].digest.clone());
-                    m.manifests.get_mut(&key).unwrap().bytes.push(b' ');
-                },
+                |m, r| m.corrupt_manifest(B, &r.children[0].digest),
                 4,
                 "bytes hashing to",
             ),
@@ -1658,42 +1416,40 @@ mod tests {
             ),
         ];
         for (name, break_it, code, fragment) in cases {
-            let (mut memory, mut request) = setup();
-            break_it(&mut memory, &mut request);
+            let (memory, mut request) = setup();
+            break_it(&memory, &mut request);
+            memory.clear_calls();
             let before = memory.tags();
-            let err = publish(&mut memory, &request, &mut |_| {}).unwrap_err();
+            let err = run(&memory, &request).unwrap_err();
             assert_eq!(exit::code_of(&err), code, "{name}: {err:#}");
             let msg = format!("{err:#}");
             assert!(msg.contains(fragment), "{name}: {msg}");
             assert!(msg.contains("no tag was moved"), "{name}: {msg}");
             assert_eq!(memory.tags(), before, "{name}");
             assert!(
-                !memory.calls.iter().any(|c| c.starts_with("PUT")),
+                !memory.calls().iter().any(|c| c.starts_with("PUT")),
                 "{name}: {:?}",
-                memory.calls
+                memory.calls()
             );
         }
     }
 
     #[test]
     fn a_refused_tag_move_puts_the_earlier_ones_back() {
-        let (mut memory, request) = setup();
+        let (memory, request) = setup();
         let before = memory.tags();
-        memory.fail_put = Some((B.into(), "latest".into()));
-        let err = publish(&mut memory, &request, &mut |_| {}).unwrap_err();
+        memory.fail_put(B, "latest");
+        let err = run(&memory, &request).unwrap_err();
         assert_eq!(exit::code_of(&err), 4);
         let msg = format!("{err:#}");
         assert!(msg.contains(&format!("{A}: tag put back")), "{msg}");
         assert_eq!(memory.tags(), before);
 
         // Where the tag is new, it cannot be taken back: the message says so.
-        let (mut memory, mut request) = setup();
+        let (memory, mut request) = setup();
         request.tag = "1.2.3".into();
-        memory.fail_put = Some((B.into(), "1.2.3".into()));
-        let msg = format!(
-            "{:#}",
-            publish(&mut memory, &request, &mut |_| {}).unwrap_err()
-        );
+        memory.fail_put(B, "1.2.3");
+        let msg = format!("{:#}", run(&memory, &request).unwrap_err());
         assert!(
             msg.contains("is new there and stays on the new list"),
             "{msg}"
@@ -1702,10 +1458,10 @@ mod tests {
 
     #[test]
     fn versions_never_supersede() {
-        let (mut memory, mut request) = setup();
+        let (memory, mut request) = setup();
         request.tag = "1.2.3".into();
         request.prune_previous = false;
-        let published = publish(&mut memory, &request, &mut |_| {}).unwrap();
+        let published = run(&memory, &request).unwrap();
         assert!(published.superseded.is_empty());
         assert_eq!(published.previous, vec![None, None]);
         let latest: Vec<_> = memory
@@ -1720,7 +1476,7 @@ mod tests {
     fn dry_run_plan() {
         let (_, request) = setup();
         let list = assemble_list(&request.children);
-        let plan: Vec<String> = planned_calls(&request, Some(&list))
+        let plan: Vec<String> = planned_calls(&request, &targets(), &list)
             .iter()
             .map(|c| c.to_string())
             .collect();
@@ -1730,7 +1486,10 @@ mod tests {
         assert_eq!(puts.len(), 4);
         // Every read precedes every write; every tag write follows every digest write.
         assert!(plan[..puts[0]].iter().all(|c| c.starts_with("GET")));
-        assert!(plan[puts[0]].contains(&list.digest) && plan[puts[1]].contains(&list.digest));
+        assert!(
+            plan[puts[0]].contains(list.digest.as_str())
+                && plan[puts[1]].contains(list.digest.as_str())
+        );
         assert!(plan[puts[2]].ends_with(&format!(
             "manifests/latest ({DOCKER_LIST}, {} bytes)",
             list.bytes.len()
@@ -1740,11 +1499,17 @@ mod tests {
             plan.last().unwrap(),
             &format!("PRUNE  {B} superseded <previous>")
         );
-        let unbuilt: Vec<String> = planned_calls(&request, None)
-            .iter()
-            .map(|c| c.to_string())
-            .collect();
+        let unbuilt: Vec<String> =
+            planned_calls_before_build("latest", true, &[AMD, ARM], &targets())
+                .iter()
+                .map(|c| c.to_string())
+                .collect();
         assert_eq!(unbuilt.len(), plan.len());
+        assert!(
+            unbuilt[0].ends_with("manifests/<digest of linux/amd64>"),
+            "{}",
+            unbuilt[0]
+        );
         assert!(unbuilt[puts[0]].ends_with(&format!("manifests/<list digest> ({DOCKER_LIST})")));
     }
 
@@ -1772,7 +1537,7 @@ mod tests {
         let got = outputs(&published());
         let want: Vec<(String, String)> = [
             ("tag", "latest".to_owned()),
-            ("digest", d('f')),
+            ("digest", d('f').to_string()),
             ("platforms", "linux/amd64,linux/arm64".into()),
             (
                 "references",

@@ -7,19 +7,18 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::Path;
 
-use anyhow::Context;
 use serde_json::{json, Value};
-use xshell::{cmd, Shell};
 
-use crate::config::{cargo_metadata, ImageConfig, Platform};
+use crate::config::ImageConfig;
 use crate::exit;
 use crate::flags;
-use crate::github::{self, Github};
-use crate::registry::credentials::{self, required_env, Env};
+use crate::github;
+use crate::oci::Platform;
+use crate::registry::credentials::{self, required_env};
 use crate::registry::reference::allows_plain_http;
 use crate::registry::Reference;
+use crate::session::Session;
 
 /// What happened: the event and its inputs, from the GitHub environment or from flags.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -37,21 +36,9 @@ pub struct Facts {
     pub platforms: Option<String>,
     /// Target repositories requested for this run; empty for the configured ones.
     pub targets: Vec<String>,
-}
-
-/// The project's defaults, from `[package.metadata.image]`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Settings {
-    pub name: String,
-    pub platforms: Vec<Platform>,
-    pub targets: Vec<String>,
-    /// The GitHub runner label that builds each platform.
-    pub runners: BTreeMap<Platform, String>,
-    /// The root package's version (a release tag that differs from it gets a warning).
-    pub package_version: String,
-    pub description: Option<String>,
-    pub license: Option<String>,
-    pub repository: Option<String>,
+    /// The `created` label, seconds since the epoch: `$SOURCE_DATE_EPOCH`, else the commit's time (so a rebuild
+    /// of the same commit labels the same); `None` leaves the label out.
+    pub created: Option<u64>,
 }
 
 /// One build job: a platform and the runner that builds it.
@@ -93,16 +80,21 @@ pub fn default_runner(platform: Platform) -> &'static str {
     }
 }
 
-/// Decides the plan. `has_credentials(target)` tells whether a login for the target's registry exists (in the
-/// environment or an auth file); only its presence is asked, so no secret value comes near this function.
-pub fn plan(
-    facts: &Facts,
-    settings: &Settings,
-    has_credentials: &dyn Fn(&Reference) -> anyhow::Result<bool>,
-) -> anyhow::Result<Plan> {
+/// What a run publishes, read from the event (CI) or given directly (`image release`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Publication {
+    /// `latest`, from main; the index it superseded is pruned.
+    Latest,
+    /// `X.Y.Z`, from the git tag `vX.Y.Z`; `latest` is left alone.
+    Release(String),
+    /// A manual run's tag (`manual-<sha7>` by default).
+    Manual(String),
+}
+
+/// Reads what to publish from the event and ref: a push to main, a push of a `vX.Y.Z` tag, or a manual run.
+pub fn publication(facts: &Facts) -> anyhow::Result<Publication> {
     let sha = check_sha(&facts.sha)?;
-    let mut warnings = Vec::new();
-    let (tag, version, is_release, from_main) = match facts.event.as_str() {
+    match facts.event.as_str() {
         "push" => {
             if let Some(name) = &facts.tag_name {
                 return Err(exit::invalid(format!(
@@ -111,57 +103,77 @@ pub fn plan(
                 )));
             }
             if facts.git_ref == MAIN {
-                ("latest".to_owned(), "latest".to_owned(), false, true)
+                Ok(Publication::Latest)
             } else if let Some(tag) = facts.git_ref.strip_prefix(TAGS) {
-                let version = release_version(tag)?;
-                if version != settings.package_version {
-                    warnings.push(format!(
-                        "Tag '{tag}' publishes {version} but Cargo.toml's version is {}; bump the version in \
-                         Cargo.toml before tagging so the binary reports the same version",
-                        settings.package_version
-                    ));
-                }
-                (version.clone(), version, true, false)
+                Ok(Publication::Release(release_version(tag)?))
             } else if facts.git_ref.is_empty() {
-                return Err(exit::invalid(
+                Err(exit::invalid(
                     "no git ref: pass --ref refs/heads/main or --ref refs/tags/vX.Y.Z, or run inside GitHub \
                      Actions (GITHUB_REF)",
-                ));
+                ))
             } else {
-                return Err(exit::invalid(format!(
+                Err(exit::invalid(format!(
                     "a push of {:?} publishes nothing: only refs/heads/main (as `latest`) and tags vX.Y.Z (as X.Y.Z) \
                      are published; for anything else start the workflow by hand (workflow_dispatch)",
                     facts.git_ref
-                )));
+                )))
             }
         }
-        "workflow_dispatch" => {
-            let tag = match &facts.tag_name {
-                Some(name) => {
-                    check_manual_tag(name)?;
-                    name.clone()
-                }
-                None => format!("manual-{}", &sha[..7]),
-            };
-            (tag.clone(), tag, false, false)
+        "workflow_dispatch" => match &facts.tag_name {
+            Some(name) => {
+                check_manual_tag(name)?;
+                Ok(Publication::Manual(name.clone()))
+            }
+            None => Ok(Publication::Manual(format!("manual-{}", &sha[..7]))),
+        },
+        "" => Err(exit::invalid(
+            "no event: pass --event push or --event workflow_dispatch, or run inside GitHub Actions \
+             (GITHUB_EVENT_NAME)",
+        )),
+        other => Err(exit::invalid(format!(
+            "the event {other:?} publishes nothing: images are published on a push to main, a push of a tag \
+             vX.Y.Z, or a manual run (workflow_dispatch)"
+        ))),
+    }
+}
+
+/// Decides the plan. `has_credentials(target)` tells whether a login for the target's registry exists (in the
+/// environment or an auth file); only its presence is asked, so no secret value comes near this function.
+pub fn plan(
+    facts: &Facts,
+    config: &ImageConfig,
+    has_credentials: &dyn Fn(&Reference) -> anyhow::Result<bool>,
+) -> anyhow::Result<Plan> {
+    plan_for(publication(facts)?, facts, config, has_credentials)
+}
+
+/// The plan for a publication already decided; `facts` gives the commit, platforms and targets.
+pub fn plan_for(
+    publication: Publication,
+    facts: &Facts,
+    config: &ImageConfig,
+    has_credentials: &dyn Fn(&Reference) -> anyhow::Result<bool>,
+) -> anyhow::Result<Plan> {
+    let sha = check_sha(&facts.sha)?;
+    let mut warnings = Vec::new();
+    let (tag, version, is_release, from_main) = match publication {
+        Publication::Latest => ("latest".to_owned(), "latest".to_owned(), false, true),
+        Publication::Release(version) => {
+            if version != config.version {
+                warnings.push(format!(
+                    "Tag 'v{version}' publishes {version} but Cargo.toml's version is {}; bump the version in \
+                     Cargo.toml before tagging so the binary reports the same version",
+                    config.version
+                ));
+            }
+            (version.clone(), version, true, false)
         }
-        "" => {
-            return Err(exit::invalid(
-                "no event: pass --event push or --event workflow_dispatch, or run inside GitHub Actions \
-                 (GITHUB_EVENT_NAME)",
-            ))
-        }
-        other => {
-            return Err(exit::invalid(format!(
-                "the event {other:?} publishes nothing: images are published on a push to main, a push of a tag \
-                 vX.Y.Z, or a manual run (workflow_dispatch)"
-            )))
-        }
+        Publication::Manual(tag) => (tag.clone(), tag, false, false),
     };
 
     let platforms = match &facts.platforms {
-        Some(list) => parse_platforms(list)?,
-        None => settings.platforms.clone(),
+        Some(list) => Platform::parse_list(list)?,
+        None => config.platforms.clone(),
     };
     if platforms.is_empty() {
         return Err(exit::invalid(
@@ -172,7 +184,7 @@ pub fn plan(
         .iter()
         .map(|&platform| Job {
             platform,
-            runner: settings
+            runner: config
                 .runners
                 .get(&platform)
                 .cloned()
@@ -181,7 +193,7 @@ pub fn plan(
         .collect();
 
     let targets = if facts.targets.is_empty() {
-        &settings.targets
+        &config.targets
     } else {
         &facts.targets
     };
@@ -200,18 +212,7 @@ pub fn plan(
         check_credentials(&targets, has_credentials)?;
     }
 
-    let mut labels = BTreeMap::new();
-    let mut label = |key: &str, value: Option<&str>| {
-        if let Some(value) = value.filter(|v| !v.is_empty()) {
-            labels.insert(format!("org.opencontainers.image.{key}"), value.to_owned());
-        }
-    };
-    label("title", Some(&settings.name));
-    label("description", settings.description.as_deref());
-    label("licenses", settings.license.as_deref());
-    label("source", settings.repository.as_deref());
-    label("revision", Some(sha));
-    label("version", Some(&version));
+    let labels = labels(config, &version, Some(sha), facts.created);
 
     Ok(Plan {
         prune_previous: from_main && push,
@@ -226,18 +227,56 @@ pub fn plan(
     })
 }
 
+/// The image's OCI labels (`org.opencontainers.image.*`), decided here once: `image build` puts exactly these on
+/// the image. Empty values are left out.
+pub fn labels(
+    config: &ImageConfig,
+    version: &str,
+    revision: Option<&str>,
+    created: Option<u64>,
+) -> BTreeMap<String, String> {
+    let created = created.map(rfc3339);
+    let values = [
+        ("title", Some(config.name.as_str())),
+        ("description", config.description.as_deref()),
+        ("licenses", config.license.as_deref()),
+        ("source", config.repository.as_deref()),
+        ("revision", revision),
+        ("version", Some(version)),
+        ("created", created.as_deref()),
+    ];
+    values
+        .into_iter()
+        .filter_map(|(key, value)| {
+            let value = value.filter(|v| !v.is_empty())?;
+            Some((format!("org.opencontainers.image.{key}"), value.to_owned()))
+        })
+        .collect()
+}
+
+/// RFC 3339 UTC time of a Unix timestamp (`2023-11-14T22:13:20Z`).
+pub fn rfc3339(epoch: u64) -> String {
+    let (days, secs) = (epoch / 86_400, epoch % 86_400);
+    // Days to civil date (Howard Hinnant's algorithm), for dates from 1970 on.
+    let z = days + 719_468;
+    let (era, doe) = (z / 146_097, z % 146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
 /// `v1.2.3` -> `1.2.3`; anything but `v` and exactly three numeric parts without leading zeros is refused.
 pub fn release_version(tag: &str) -> anyhow::Result<String> {
-    let numeric = |part: &str| {
-        !part.is_empty()
-            && part.bytes().all(|b| b.is_ascii_digit())
-            && (part == "0" || !part.starts_with('0'))
-    };
-    let version = tag.strip_prefix('v').filter(|rest| {
-        let parts: Vec<&str> = rest.split('.').collect();
-        parts.len() == 3 && parts.iter().all(|p| numeric(p))
-    });
-    match version {
+    match version_of_tag(tag) {
         Some(version) => Ok(version.to_owned()),
         None => Err(exit::invalid(format!(
             "Tag '{tag}' does not follow semantic versioning (expected: v1.2.3)\n\
@@ -246,6 +285,22 @@ pub fn release_version(tag: &str) -> anyhow::Result<String> {
              for a test image, run the workflow by hand with a tag_name instead"
         ))),
     }
+}
+
+/// The one semantic-version check: `v1.2.3` -> `1.2.3`, `None` for anything but `v` and three numbers without
+/// leading zeros.
+pub fn version_of_tag(tag: &str) -> Option<String> {
+    let numeric = |part: &str| {
+        !part.is_empty()
+            && part.bytes().all(|b| b.is_ascii_digit())
+            && (part == "0" || !part.starts_with('0'))
+    };
+    tag.strip_prefix('v')
+        .filter(|rest| {
+            let parts: Vec<&str> = rest.split('.').collect();
+            parts.len() == 3 && parts.iter().all(|p| numeric(p))
+        })
+        .map(str::to_owned)
 }
 
 /// A manual run's tag: a legal OCI tag that cannot be mistaken for `latest` or a release.
@@ -309,32 +364,6 @@ fn check_sha(sha: &str) -> anyhow::Result<&str> {
             "commit SHA {sha:?} is not 7 to 64 hex digits"
         )))
     }
-}
-
-/// `linux/amd64,linux/arm64` -> platforms, refusing unknown ones, duplicates and empty entries.
-pub fn parse_platforms(list: &str) -> anyhow::Result<Vec<Platform>> {
-    if list.trim().is_empty() {
-        return Err(exit::invalid(
-            "the platform list is empty; use linux/amd64, linux/arm64 or both, comma-separated, or leave \
-             --platforms out for the configured ones",
-        ));
-    }
-    let mut out: Vec<Platform> = Vec::new();
-    for item in list.split(',').map(str::trim) {
-        if item.is_empty() {
-            return Err(exit::invalid(format!(
-                "empty entry in the platform list {list:?}; use linux/amd64, linux/arm64 or both, comma-separated"
-            )));
-        }
-        let platform: Platform = item.parse()?;
-        if out.contains(&platform) {
-            return Err(exit::invalid(format!(
-                "platform {platform} is listed twice in {list:?}; name each platform once"
-            )));
-        }
-        out.push(platform);
-    }
-    Ok(out)
 }
 
 /// Every target's registry must have a login before anything is built, except loopback registries (a local test
@@ -416,6 +445,10 @@ impl Plan {
             ("platforms", self.matrix().to_string()),
             ("platform_list", self.platform_list()),
             ("targets", self.targets.join(",")),
+            (
+                "labels",
+                serde_json::to_string(&self.labels).expect("labels serialize"),
+            ),
         ]
     }
 
@@ -499,47 +532,9 @@ fn short(sha: &str) -> &str {
     sha.get(..7).unwrap_or(sha)
 }
 
-/// `[package.metadata.image.runners]`: `"linux/arm64" = "ubuntu-24.04"` and so on.
-pub fn runners_from_metadata(
-    metadata: &Value,
-    root_manifest: &Path,
-) -> anyhow::Result<BTreeMap<Platform, String>> {
-    let package = metadata["packages"]
-        .as_array()
-        .and_then(|packages| {
-            packages
-                .iter()
-                .find(|p| p["manifest_path"].as_str().map(Path::new) == Some(root_manifest))
-        })
-        .unwrap_or(&Value::Null);
-    let bad = || {
-        exit::invalid(format!(
-            "[package.metadata.image.runners] in {} must map platforms to runner labels, like \
-             \"linux/arm64\" = \"ubuntu-24.04-arm\"",
-            root_manifest.display()
-        ))
-    };
-    match &package["metadata"]["image"]["runners"] {
-        Value::Null => Ok(BTreeMap::new()),
-        Value::Object(table) => table
-            .iter()
-            .map(|(platform, runner)| {
-                let platform: Platform = platform
-                    .parse()
-                    .context("[package.metadata.image.runners]")?;
-                match runner.as_str().map(str::trim) {
-                    Some(runner) if !runner.is_empty() => Ok((platform, runner.to_owned())),
-                    _ => Err(bad()),
-                }
-            })
-            .collect(),
-        _ => Err(bad()),
-    }
-}
-
 impl flags::Meta {
-    pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
-        let gh = Github::from_env();
+    pub fn run(self, session: &mut Session) -> anyhow::Result<()> {
+        let gh = &session.github;
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let skip_push = self.skip_push
             || match env("INPUT_SKIP_PUSH").as_deref() {
@@ -551,14 +546,12 @@ impl flags::Meta {
                     )))
                 }
             };
+        let git = session.git()?;
         let sha = match self.sha.or_else(|| env("GITHUB_SHA")) {
             Some(sha) => sha,
-            None => cmd!(sh, "git rev-parse HEAD")
-                .quiet()
-                .ignore_stderr()
-                .read()
-                .unwrap_or_default(),
+            None => git.head.clone().unwrap_or_default(),
         };
+        let created = session.created()?;
         let facts = Facts {
             event: self
                 .event
@@ -575,19 +568,20 @@ impl flags::Meta {
                 .filter(|t| !t.is_empty()),
             skip_push,
             // GitHub passes "" for an unset input, which means the configured platforms; an explicitly empty
-            // --platforms flag is kept, so parse_platforms refuses it.
+            // --platforms flag is kept, so Platform::parse_list refuses it.
             platforms: self
                 .platforms
                 .or_else(|| env("INPUT_PLATFORMS").filter(|p| !p.trim().is_empty())),
             targets: self.to,
+            created,
         };
-        let settings = load_settings(sh)?;
-        let creds = Env::from_process();
+        let config = session.config()?;
+        let creds = session.registries.env();
         let has_credentials = |target: &Reference| {
-            credentials::source_of(&target.registry, &target.repository, &creds)
+            credentials::source_of(&target.registry, &target.repository, creds)
                 .map(|source| source.is_some())
         };
-        let plan = match plan(&facts, &settings, &has_credentials) {
+        let plan = match plan(&facts, config, &has_credentials) {
             Ok(plan) => plan,
             Err(err) => {
                 if gh.actions {
@@ -610,24 +604,6 @@ impl flags::Meta {
     }
 }
 
-/// Reads `[package.metadata.image]` (through the shared config reader) and its `runners` table in one
-/// `cargo metadata` call.
-fn load_settings(sh: &Shell) -> anyhow::Result<Settings> {
-    let metadata = cargo_metadata(sh)?;
-    let root = sh.current_dir().join("Cargo.toml");
-    let config = ImageConfig::from_metadata(&metadata, &root)?;
-    Ok(Settings {
-        runners: runners_from_metadata(&metadata, &root)?,
-        name: config.name,
-        platforms: config.platforms,
-        targets: config.targets,
-        package_version: config.version,
-        description: config.description,
-        license: config.license,
-        repository: config.repository,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -636,13 +612,16 @@ mod tests {
     const GHCR: &str = "ghcr.io/o/app";
     const HUB: &str = "docker.io/o/app";
 
-    fn settings() -> Settings {
-        Settings {
+    fn settings() -> ImageConfig {
+        ImageConfig {
             name: "app".into(),
+            containerfile: "Containerfile".into(),
             platforms: Platform::ALL.to_vec(),
             targets: vec![GHCR.into(), HUB.into()],
+            build_args: BTreeMap::new(),
+            cache_repo: None,
             runners: BTreeMap::new(),
-            package_version: "1.2.3".into(),
+            version: "1.2.3".into(),
             description: Some("d".into()),
             license: Some("MIT".into()),
             repository: Some("https://github.com/o/app".into()),
@@ -823,7 +802,7 @@ mod tests {
         ];
         assert!(cases.len() >= 30, "{} cases", cases.len());
         for ((facts, env), want) in cases {
-            let env = Env::from_pairs(env.iter().map(|name| (*name, "x")));
+            let env = crate::registry::Env::from_pairs(env.iter().map(|name| (*name, "x")));
             let got = plan(&facts, &settings(), &|t: &Reference| {
                 Ok(credentials::source_of(&t.registry, &t.repository, &env)?.is_some())
             });
@@ -915,43 +894,39 @@ mod tests {
     }
 
     #[test]
-    fn runners_table() {
-        let metadata = |runners: Value| {
-            json!({"packages": [{"manifest_path": "/src/Cargo.toml",
-                "metadata": {"image": {"name": "app", "runners": runners}}}]})
-        };
-        let root = Path::new("/src/Cargo.toml");
-        let got = runners_from_metadata(
-            &metadata(json!({"linux/arm64": "ubuntu-24.04", "linux/amd64": "self-hosted"})),
-            root,
-        )
-        .unwrap();
-        assert_eq!(got[&Platform::LINUX_ARM64], "ubuntu-24.04");
-        assert_eq!(got[&Platform::LINUX_AMD64], "self-hosted");
-        assert!(runners_from_metadata(&metadata(Value::Null), root)
-            .unwrap()
-            .is_empty());
-        for bad in [
-            json!({"linux/s390x": "x"}),
-            json!({"linux/amd64": ""}),
-            json!({"linux/amd64": 1}),
-            json!(["x"]),
-        ] {
-            let err = runners_from_metadata(&metadata(bad.clone()), root).unwrap_err();
-            assert_eq!(exit::code_of(&err), 2, "{bad}");
-        }
+    fn labels_skip_unknown_facts() {
+        let mut config = settings();
+        config.license = None;
+        config.repository = Some(String::new());
+        let labels = labels(&config, "1.2.3", None, Some(1_700_000_000));
+        assert_eq!(
+            labels["org.opencontainers.image.created"],
+            "2023-11-14T22:13:20Z"
+        );
+        let keys: Vec<_> = labels.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "org.opencontainers.image.created",
+                "org.opencontainers.image.description",
+                "org.opencontainers.image.title",
+                "org.opencontainers.image.version"
+            ]
+        );
     }
 
     #[test]
-    fn this_repository_runs_arm64_on_its_own_runner() {
-        let sh = Shell::new().unwrap();
-        sh.change_dir(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap());
-        let settings = load_settings(&sh).unwrap();
-        for platform in &settings.platforms {
-            assert!(
-                settings.runners.contains_key(platform),
-                "{platform} has no runner in Cargo.toml"
-            );
+    fn rfc3339_dates() {
+        let cases = [
+            (0, "1970-01-01T00:00:00Z"),
+            (951_782_400, "2000-02-29T00:00:00Z"),
+            (1_700_000_000, "2023-11-14T22:13:20Z"),
+            (1_709_251_199, "2024-02-29T23:59:59Z"),
+            (1_735_689_600, "2025-01-01T00:00:00Z"),
+            (4_102_444_800, "2100-01-01T00:00:00Z"),
+        ];
+        for (epoch, want) in cases {
+            assert_eq!(rfc3339(epoch), want, "{epoch}");
         }
     }
 }

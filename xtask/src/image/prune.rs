@@ -29,51 +29,41 @@ use std::fmt;
 
 use anyhow::Context;
 
-pub use oci::{Fetched, Registry};
 use plan::Snapshot;
 
-use crate::github::Github;
-use crate::registry::client;
-use crate::registry::{Credentials, Reference};
+use crate::oci::{Digest, Manifest};
+pub use crate::registry::Removal;
+use crate::registry::{Credentials, Reference, Repository};
+use crate::session::Session;
 use crate::{exit, flags};
 
 impl flags::Prune {
-    pub fn run(self, sh: &xshell::Shell) -> anyhow::Result<()> {
+    pub fn run(self, session: &mut Session) -> anyhow::Result<()> {
         let targets = if self.to.is_empty() {
-            crate::config::ImageConfig::load(sh)?.targets
+            session.config()?.targets.clone()
         } else {
             self.to.clone()
         };
         let targets = crate::registry::reference::parse_targets(&targets)?;
         for digest in &self.digest {
-            if !oci::is_digest(digest) {
+            if !Digest::is_valid(digest) {
                 return Err(exit::invalid(format!(
                     "--digest {digest:?} is not a digest; give sha256: and 64 lowercase hex digits"
                 )));
             }
         }
-        let access = Access::from_process(sh, &targets)?;
-        let env = crate::registry::Env::from_process();
-        let mut options = client::Options::from_env(self.insecure_registry.clone());
-        options.purpose = "prune";
-        let gh = Github::from_env();
+        session.registries.allow_insecure(&self.insecure_registry);
+        session.registries.set_purpose("prune");
+        let access = Access::from_session(session, &targets)?;
         let mut failed = Vec::new();
         for target in &targets {
-            let found = crate::registry::credentials::lookup(
-                sh,
-                &target.registry,
-                &target.repository,
-                &env,
-            )?;
-            let connected = Connected {
-                client: client::Registry::new(target, found, options.clone()),
-            };
-            let report = remove_untagged(&connected, target, &access, &self.digest, self.yes);
+            let repo = session.registries.repository(&session.sh, target)?;
+            let report = remove_untagged(&repo, &access, &self.digest, self.yes);
             print!("{}", report.text(self.yes));
             for warning in report.warnings() {
-                gh.warning("image prune", &warning);
+                session.github.warning("image prune", &warning);
             }
-            gh.append_summary(&report.markdown())?;
+            session.github.append_summary(&report.markdown())?;
             if report.failed() {
                 failed.push(target.to_string());
             }
@@ -88,58 +78,6 @@ impl flags::Prune {
             )));
         }
         Ok(())
-    }
-}
-
-/// The project's registry client for one target, as pruning uses it.
-struct Connected {
-    client: client::Registry,
-}
-
-impl Registry for Connected {
-    fn tags(&self, target: &Reference) -> anyhow::Result<Vec<String>> {
-        self.client.list_tags(&target.repository)
-    }
-
-    fn resolve(&self, target: &Reference, tag: &str) -> anyhow::Result<Option<String>> {
-        Ok(self
-            .client
-            .head_manifest(&target.repository, tag)?
-            .map(|info| info.digest))
-    }
-
-    fn fetch(&self, target: &Reference, reference: &str) -> anyhow::Result<Option<Fetched>> {
-        Ok(self
-            .client
-            .get_manifest(&target.repository, reference)?
-            .map(|m| Fetched {
-                digest: m.digest,
-                media_type: m.media_type,
-                bytes: m.bytes,
-            }))
-    }
-
-    fn store(&self, target: &Reference, manifest: &Fetched) -> anyhow::Result<()> {
-        self.client.put_manifest(
-            &target.repository,
-            &manifest.digest,
-            &manifest.media_type,
-            &manifest.bytes,
-        )?;
-        Ok(())
-    }
-
-    fn delete(&self, target: &Reference, digest: &str) -> anyhow::Result<Removal> {
-        Ok(
-            match self.client.delete_manifest(&target.repository, digest)? {
-                client::DeleteOutcome::Deleted => Removal::Deleted,
-                client::DeleteOutcome::NotFound => Removal::Gone,
-                client::DeleteOutcome::Unsupported => Removal::Refused {
-                    status: 405,
-                    message: format!("{target} does not delete manifests (405 UNSUPPORTED)"),
-                },
-            },
-        )
     }
 }
 
@@ -219,12 +157,11 @@ pub const GITHUB_API: &str = "https://api.github.com";
 pub const DOCKERHUB_API: &str = "https://hub.docker.com";
 
 impl Access {
-    /// Reads GITHUB_API_URL, GITHUB_TOKEN, DOCKERHUB_API_URL, XTASK_PRUNE_BACKEND and the credentials of the GHCR
-    /// and Docker Hub targets among `targets`.
-    pub fn from_process(sh: &xshell::Shell, targets: &[Reference]) -> anyhow::Result<Access> {
+    /// Reads GITHUB_API_URL, GITHUB_TOKEN, DOCKERHUB_API_URL and XTASK_PRUNE_BACKEND, and takes the credentials of
+    /// the GHCR and Docker Hub targets among `targets` from the session's lookup (so no helper runs twice).
+    pub fn from_session(session: &mut Session, targets: &[Reference]) -> anyhow::Result<Access> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let overrides = parse_overrides(var("XTASK_PRUNE_BACKEND").as_deref().unwrap_or(""))?;
-        let env = crate::registry::Env::from_process();
         let mut access = Access {
             github_api: var("GITHUB_API_URL").unwrap_or_else(|| GITHUB_API.to_owned()),
             github_token: var("GITHUB_TOKEN"),
@@ -242,13 +179,7 @@ impl Access {
             if !wanted {
                 continue;
             }
-            let found = crate::registry::credentials::lookup(
-                sh,
-                &target.registry,
-                &target.repository,
-                &env,
-            )?;
-            if let Some(found) = found {
+            if let Some(found) = session.registries.credentials(&session.sh, target)? {
                 match kind {
                     Kind::Ghcr => access.github_token = Some(found.credentials.secret),
                     _ => access.dockerhub_login = Some(found.credentials),
@@ -274,19 +205,6 @@ pub fn parse_overrides(value: &str) -> anyhow::Result<BTreeMap<String, Kind>> {
         out.insert(host.to_owned(), kind);
     }
     Ok(out)
-}
-
-/// How a delete ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Removal {
-    Deleted,
-    /// 404: someone (an earlier run, a racing release) deleted it already.
-    Gone,
-    /// Any other answer: reported, never forced.
-    Refused {
-        status: u16,
-        message: String,
-    },
 }
 
 /// Tags as a backend sees them, with the children of tagged indexes when its API tells them (Docker Hub).
@@ -420,11 +338,8 @@ impl PruneReport {
 }
 
 /// The backend for one target.
-fn backend<'a>(
-    registry: &'a dyn Registry,
-    target: &'a Reference,
-    access: &Access,
-) -> anyhow::Result<Box<dyn Backend + 'a>> {
+fn backend<'a>(repo: &'a dyn Repository, access: &Access) -> anyhow::Result<Box<dyn Backend + 'a>> {
+    let target = repo.target();
     Ok(match Kind::of(target, &access.overrides) {
         Kind::Ghcr => Box::new(ghcr::Ghcr::new(
             &access.github_api,
@@ -434,18 +349,16 @@ fn backend<'a>(
         Kind::DockerHub => Box::new(dockerhub::DockerHub::new(
             &access.dockerhub_api,
             access.dockerhub_login.clone(),
-            registry,
-            target,
+            repo,
         )?),
-        Kind::Oci => Box::new(oci::Oci { registry, target }),
+        Kind::Oci => Box::new(oci::Oci { repo }),
     })
 }
 
 /// Reads manifests once each and keeps their bytes (to put back) and their children.
 struct Reader<'a> {
-    registry: &'a dyn Registry,
-    target: &'a Reference,
-    saved: BTreeMap<String, Fetched>,
+    repo: &'a dyn Repository,
+    saved: BTreeMap<String, Manifest>,
     children: BTreeMap<String, Vec<String>>,
     /// Digests whose content could not be read (404 or error), with why.
     unreadable: BTreeMap<String, String>,
@@ -454,10 +367,9 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn new(registry: &'a dyn Registry, target: &'a Reference) -> Reader<'a> {
+    fn new(repo: &'a dyn Repository) -> Reader<'a> {
         Reader {
-            registry,
-            target,
+            repo,
             saved: BTreeMap::new(),
             children: BTreeMap::new(),
             unreadable: BTreeMap::new(),
@@ -474,17 +386,18 @@ impl<'a> Reader<'a> {
             return false;
         }
         let outcome = self
-            .registry
-            .fetch(self.target, digest)
+            .repo
+            .manifest(digest)
             .and_then(|fetched| match fetched {
                 None => Ok(None),
                 Some(fetched) => {
-                    let actual = oci::digest_of(&fetched.bytes);
                     anyhow::ensure!(
-                        actual == digest,
-                        "the registry returned {actual} when asked for {digest}"
+                        fetched.digest == digest,
+                        "the registry returned {} when asked for {digest}",
+                        fetched.digest
                     );
-                    let children = oci::children(&fetched)?;
+                    let children = fetched.children().map_err(anyhow::Error::msg)?;
+                    let children = children.iter().map(ToString::to_string).collect();
                     Ok(Some((fetched, children)))
                 }
             });
@@ -534,11 +447,11 @@ impl<'a> Reader<'a> {
             .map(|(tag, digest)| (tag.clone(), digest.clone()))
             .collect();
         for (tag, digest) in suspects {
-            match self.registry.resolve(self.target, &tag)? {
-                Some(now) if now == digest => {}
+            match self.repo.resolve(&tag)? {
+                Some(now) if now == digest.as_str() => {}
                 Some(now) => {
-                    view.children.remove(&now);
-                    view.tags.insert(tag, now);
+                    view.children.remove(now.as_str());
+                    view.tags.insert(tag, now.to_string());
                 }
                 None => {
                     view.tags.remove(&tag);
@@ -592,40 +505,36 @@ impl<'a> Reader<'a> {
 /// append [`PruneReport::markdown`] to the step summary). Nothing to prune (`old_index == new_index`, or already
 /// gone) is a note, not a failure. Safe to run twice, and against a release racing this one.
 pub fn remove_superseded(
-    registry: &dyn Registry,
-    target: &Reference,
+    repo: &dyn Repository,
     access: &Access,
-    old_index: &str,
-    new_index: &str,
+    old_index: &Digest,
+    new_index: &Digest,
 ) -> PruneReport {
-    let mut report = PruneReport::new(target);
+    let mut report = PruneReport::new(repo.target());
     if old_index == new_index {
         report.notes.push(format!(
             "nothing to prune: the tag already pointed to {new_index}"
         ));
         return report;
     }
-    if let Err(err) = superseded(registry, target, access, old_index, new_index, &mut report) {
+    let (old_index, new_index) = (old_index.as_str(), new_index.as_str());
+    if let Err(err) = superseded(repo, access, old_index, new_index, &mut report) {
         report.failures.push(format!("{err:#}"));
     }
     report
 }
 
 fn superseded(
-    registry: &dyn Registry,
-    target: &Reference,
+    repo: &dyn Repository,
     access: &Access,
     old: &str,
     new: &str,
     report: &mut PruneReport,
 ) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        oci::is_digest(old) && oci::is_digest(new),
-        "prune needs two sha256 digests, got {old:?} and {new:?}"
-    );
-    let mut backend = backend(registry, target, access)?;
+    let target = repo.target();
+    let mut backend = backend(repo, access)?;
     report.backend = backend.label().to_owned();
-    let mut reader = Reader::new(registry, target);
+    let mut reader = Reader::new(repo);
     // Read (and keep) the old index and its children before anything changes, so they can be put back.
     reader.watch = reader.load_tree(old).into_iter().collect();
     // The new index's children are protected whatever the tag list says (it may not show the new tag yet).
@@ -750,7 +659,10 @@ fn execute(
         let snapshot = reader.snapshot(backend)?;
         for digest in plan::to_restore(&snapshot, &deleted, new) {
             let manifest = reader.saved[&digest].clone();
-            match reader.registry.store(reader.target, &manifest) {
+            match reader
+                .repo
+                .put_manifest(manifest.digest.as_str(), &manifest)
+            {
                 Ok(()) => report.restored.push(digest),
                 Err(err) => report.failures.push(format!(
                     "{digest} is needed by a tag again but could not be put back: {err:#}"
@@ -764,33 +676,35 @@ fn execute(
 /// Removes untagged manifests no tagged index lists: every one the backend can list (GHCR), plus `extra` digests
 /// (and what they list). Without `yes`, only fills `would_delete`.
 pub fn remove_untagged(
-    registry: &dyn Registry,
-    target: &Reference,
+    repo: &dyn Repository,
     access: &Access,
     extra: &[String],
     yes: bool,
 ) -> PruneReport {
-    let mut report = PruneReport::new(target);
-    if let Err(err) = untagged(registry, target, access, extra, yes, &mut report) {
+    let mut report = PruneReport::new(repo.target());
+    if let Err(err) = untagged(repo, access, extra, yes, &mut report) {
         report.failures.push(format!("{err:#}"));
     }
     report
 }
 
 fn untagged(
-    registry: &dyn Registry,
-    target: &Reference,
+    repo: &dyn Repository,
     access: &Access,
     extra: &[String],
     yes: bool,
     report: &mut PruneReport,
 ) -> anyhow::Result<()> {
     for digest in extra {
-        anyhow::ensure!(oci::is_digest(digest), "{digest:?} is not a sha256 digest");
+        anyhow::ensure!(
+            Digest::is_valid(digest),
+            "{digest:?} is not a sha256 digest"
+        );
     }
-    let mut backend = backend(registry, target, access)?;
+    let target = repo.target();
+    let mut backend = backend(repo, access)?;
     report.backend = backend.label().to_owned();
-    let mut reader = Reader::new(registry, target);
+    let mut reader = Reader::new(repo);
     let listed = backend.all_manifests()?;
     if listed.is_none() && extra.is_empty() {
         report.notes.push(format!(
@@ -863,28 +777,21 @@ mod tests {
 
     #[test]
     fn same_digest_is_a_note_not_a_failure() {
-        struct Unused;
-        impl Registry for Unused {
-            fn tags(&self, _: &Reference) -> anyhow::Result<Vec<String>> {
-                unreachable!()
-            }
-            fn resolve(&self, _: &Reference, _: &str) -> anyhow::Result<Option<String>> {
-                unreachable!()
-            }
-            fn fetch(&self, _: &Reference, _: &str) -> anyhow::Result<Option<Fetched>> {
-                unreachable!()
-            }
-            fn store(&self, _: &Reference, _: &Fetched) -> anyhow::Result<()> {
-                unreachable!()
-            }
-            fn delete(&self, _: &Reference, _: &str) -> anyhow::Result<Removal> {
-                unreachable!()
-            }
-        }
-        let d = oci::digest_of(b"x");
-        let report = remove_superseded(&Unused, &target("quay.io/o/a"), &Access::default(), &d, &d);
+        let memory = crate::registry::memory::Memory::default();
+        let d = Digest::of(b"x");
+        let report = remove_superseded(
+            &memory.repository("quay.io/o/a"),
+            &Access::default(),
+            &d,
+            &d,
+        );
         assert!(!report.failed() && report.deleted.is_empty());
         assert_eq!(report.warnings().len(), 1, "{report:?}");
+        assert!(
+            memory.calls().is_empty(),
+            "no registry call: {:?}",
+            memory.calls()
+        );
     }
 
     #[test]

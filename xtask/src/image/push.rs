@@ -12,34 +12,28 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
-use xshell::Shell;
 
-use crate::config::{ImageConfig, Platform};
 use crate::exit;
 use crate::flags;
-use crate::registry::client::{self, BlobOutcome, Options, Registry};
-use crate::registry::credentials::Env;
+use crate::oci::{media_type, ConfigFile, Digest, ImageManifest, Manifest, Platform, PlatformSpec};
+use crate::registry::client::BlobOutcome;
 use crate::registry::reference::parse_targets;
-use crate::registry::{Reference, Registries};
-
-/// Docker image manifest, schema 2: what the pipeline pushes (only it keeps HEALTHCHECK in the config).
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+use crate::registry::{Reference, Repo, Repository};
+use crate::session::Session;
 
 impl flags::Push {
-    pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
+    pub fn run(self, session: &mut Session) -> anyhow::Result<()> {
         let platform: Platform = self.platform.parse()?;
         let targets = if self.to.is_empty() {
-            ImageConfig::load(sh)?.targets
+            session.config()?.targets.clone()
         } else {
             self.to.clone()
         };
         let request = Request {
             platform,
-            export_dir: export_dir(sh.current_dir().as_path(), platform),
+            export_dir: session.export_dir(platform),
             targets: parse_targets(&targets)?,
-            digest_dir: sh.current_dir().join(&self.digest_dir),
+            digest_dir: session.root.join(&self.digest_dir),
             insecure: self.insecure_registry.clone(),
         };
         if self.dry_run {
@@ -52,9 +46,7 @@ impl flags::Push {
             }
             return Ok(());
         }
-        let env = Env::from_process();
-        let options = Options::from_env(request.insecure.clone());
-        push(sh, &request, &env, &options)?;
+        push(session, &request)?;
         Ok(())
     }
 }
@@ -72,19 +64,10 @@ pub struct Request {
     pub insecure: Vec<String>,
 }
 
-/// `$CARGO_TARGET_DIR/image/<os>-<arch>` (default `<root>/target/...`): where `image build` exports a platform.
-pub fn export_dir(root: &Path, platform: Platform) -> PathBuf {
-    let target = match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) if !dir.is_empty() => root.join(dir),
-        _ => root.join("target"),
-    };
-    target.join("image").join(platform.dir_name())
-}
-
 /// One blob of the export.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Blob {
-    pub digest: String,
+    pub digest: Digest,
     pub size: u64,
     pub path: PathBuf,
 }
@@ -94,13 +77,11 @@ pub struct Blob {
 pub struct Export {
     pub dir: PathBuf,
     /// The manifest's exact bytes: they are what is pushed and what the digest is of.
-    pub manifest: Vec<u8>,
-    pub digest: String,
-    pub media_type: String,
+    pub manifest: Manifest,
     pub config: Blob,
     pub layers: Vec<Blob>,
     /// From the config: what the manifest list will say about this image.
-    pub platform: PlatformJson,
+    pub platform: PlatformSpec,
 }
 
 impl Export {
@@ -114,99 +95,17 @@ impl Export {
     }
 }
 
-/// The platform as a manifest list entry spells it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PlatformJson {
-    pub os: String,
-    pub architecture: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub variant: Option<String>,
-}
-
 /// The digest file the manifest stage reads (`DIR/<os>-<arch>`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DigestRecord {
-    pub digest: String,
+    pub digest: Digest,
     pub size: u64,
     pub media_type: String,
-    pub platform: PlatformJson,
+    pub platform: PlatformSpec,
     /// Where it was pushed (`registry/repository`).
     #[serde(default)]
     pub targets: Vec<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ManifestJson {
-    schema_version: u32,
-    #[serde(default)]
-    media_type: Option<String>,
-    config: Descriptor,
-    layers: Vec<Descriptor>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Descriptor {
-    #[serde(default)]
-    media_type: Option<String>,
-    digest: String,
-    size: u64,
-}
-
-/// An image manifest's media type and its blobs as (digest, size).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ParsedManifest {
-    pub media_type: String,
-    pub config: (String, u64),
-    pub layers: Vec<(String, u64)>,
-}
-
-/// What a manifest says, before any file is looked at: its media type, config and layers (digest, size).
-/// `podman push --format v2s2` writes `mediaType`; an OCI manifest may leave it out, the config's type tells.
-pub fn parse_manifest(bytes: &[u8]) -> Result<ParsedManifest, String> {
-    let manifest: ManifestJson = serde_json::from_slice(bytes)
-        .map_err(|err| format!("manifest.json is not an image manifest ({err})"))?;
-    if manifest.schema_version != 2 {
-        return Err(format!(
-            "manifest.json has schemaVersion {}, not 2",
-            manifest.schema_version
-        ));
-    }
-    let media_type = match manifest.media_type {
-        Some(media_type) => media_type,
-        None if manifest.config.media_type.as_deref() == Some(OCI_CONFIG) => {
-            OCI_MANIFEST.to_owned()
-        }
-        None => return Err("manifest.json has no mediaType".into()),
-    };
-    for d in std::iter::once(&manifest.config).chain(&manifest.layers) {
-        if !is_sha256(&d.digest) {
-            return Err(format!(
-                "manifest.json names blob {:?}, not a sha256 digest",
-                d.digest
-            ));
-        }
-    }
-    Ok(ParsedManifest {
-        media_type,
-        config: (manifest.config.digest, manifest.config.size),
-        layers: manifest
-            .layers
-            .into_iter()
-            .map(|d| (d.digest, d.size))
-            .collect(),
-    })
-}
-
-fn is_sha256(digest: &str) -> bool {
-    digest.strip_prefix("sha256:").is_some_and(|hex| {
-        hex.len() == 64
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
 }
 
 /// Reads and checks the export of `platform`: manifest.json, every blob file at its size, the config's digest and
@@ -216,7 +115,7 @@ pub fn read_export(dir: &Path, platform: Platform) -> anyhow::Result<Export> {
     let broken =
         |why: String| exit::build_failed(format!("export {}: {why}; {rebuild}", dir.display()));
     let manifest_path = dir.join("manifest.json");
-    let manifest = match std::fs::read(&manifest_path) {
+    let bytes = match std::fs::read(&manifest_path) {
         Ok(bytes) => bytes,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
             return Err(exit::build_failed(format!(
@@ -226,19 +125,21 @@ pub fn read_export(dir: &Path, platform: Platform) -> anyhow::Result<Export> {
         }
         Err(err) => return Err(err).with_context(|| format!("read {}", manifest_path.display())),
     };
-    let ParsedManifest {
-        media_type,
-        config: (config_digest, config_size),
-        layers,
-    } = parse_manifest(&manifest).map_err(broken)?;
-    if media_type != DOCKER_MANIFEST {
+    let parsed =
+        ImageManifest::parse(&bytes).map_err(|why| broken(format!("manifest.json is {why}")))?;
+    let manifest = Manifest::new(parsed.media_type.as_deref().unwrap_or_default(), bytes);
+    if manifest.media_type.is_empty() {
+        return Err(broken("manifest.json has no mediaType".into()));
+    }
+    if manifest.media_type != media_type::DOCKER_MANIFEST {
         return Err(broken(format!(
-            "the manifest is {media_type}, but the pipeline publishes Docker schema-2 images (an OCI config \
-             loses HEALTHCHECK); export with `podman push --format v2s2`"
+            "the manifest is {}, but the pipeline publishes Docker schema-2 images (an OCI config \
+             loses HEALTHCHECK); export with `podman push --format v2s2`",
+            manifest.media_type
         )));
     }
-    let blob = |digest: &str, size: u64| -> anyhow::Result<Blob> {
-        let path = dir.join(digest.trim_start_matches("sha256:"));
+    let blob = |digest: &Digest, size: u64| -> anyhow::Result<Blob> {
+        let path = dir.join(digest.hex());
         let on_disk = std::fs::metadata(&path)
             .map_err(|_| broken(format!("blob file {} is missing", path.display())))?
             .len();
@@ -249,48 +150,50 @@ pub fn read_export(dir: &Path, platform: Platform) -> anyhow::Result<Export> {
             )));
         }
         Ok(Blob {
-            digest: digest.to_owned(),
+            digest: digest.clone(),
             size,
             path,
         })
     };
-    let config = blob(&config_digest, config_size)?;
+    let config = blob(&parsed.config.digest, parsed.config.size)?;
     let config_bytes =
         std::fs::read(&config.path).with_context(|| format!("read {}", config.path.display()))?;
-    if client::sha256_digest(&config_bytes) != config.digest {
+    if Digest::of(&config_bytes) != config.digest {
         return Err(broken(format!(
             "config {} does not match its digest",
             config.path.display()
         )));
     }
-    let image_platform: PlatformJson = serde_json::from_slice(&config_bytes).map_err(|_| {
-        broken(format!(
-            "config {} has no os/architecture",
-            config.path.display()
-        ))
-    })?;
-    if (
-        image_platform.os.as_str(),
-        image_platform.architecture.as_str(),
-    ) != (platform.os, platform.arch)
-    {
+    let image = ConfigFile::parse(&config_bytes)
+        .ok()
+        .filter(|c| !c.os.is_empty() && !c.architecture.is_empty())
+        .ok_or_else(|| {
+            broken(format!(
+                "config {} has no os/architecture",
+                config.path.display()
+            ))
+        })?;
+    if !platform.matches(&image.os, &image.architecture) {
         return Err(broken(format!(
             "the image in it is {}/{}, not {platform}",
-            image_platform.os, image_platform.architecture
+            image.os, image.architecture
         )));
     }
-    let layers = layers
+    let layers = parsed
+        .layers
         .iter()
-        .map(|(digest, size)| blob(digest, *size))
+        .map(|d| blob(&d.digest, d.size))
         .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(Export {
         dir: dir.to_owned(),
-        digest: client::sha256_digest(&manifest),
         manifest,
-        media_type,
         config,
         layers,
-        platform: image_platform,
+        platform: PlatformSpec {
+            architecture: image.architecture,
+            os: image.os,
+            variant: image.variant,
+        },
     })
 }
 
@@ -325,12 +228,12 @@ pub fn planned_calls(request: &Request, export: Option<&Export>) -> Vec<String> 
     let source = request.export_dir.join("manifest.json");
     let manifest = export.map_or_else(
         || format!("<digest of {}>", source.display()),
-        |e| e.digest.clone(),
+        |e| e.manifest.digest.to_string(),
     );
     let blobs: Vec<(String, String)> = match export {
         Some(export) => export
             .blobs()
-            .map(|b| (b.digest.clone(), format!("{} bytes; ", b.size)))
+            .map(|b| (b.digest.to_string(), format!("{} bytes; ", b.size)))
             .collect(),
         None => vec![(
             format!("<each blob of {}>", source.display()),
@@ -360,7 +263,10 @@ pub fn planned_calls(request: &Request, export: Option<&Export>) -> Vec<String> 
         }
         calls.push(format!(
             "PUT    {base}/v2/{repo}/manifests/{manifest}  ({}, no tag)",
-            export.map_or(DOCKER_MANIFEST, |e| e.media_type.as_str())
+            export.map_or(media_type::DOCKER_MANIFEST, |e| e
+                .manifest
+                .media_type
+                .as_str())
         ));
         pushed_on.entry(target.api_host.as_str()).or_insert(repo);
     }
@@ -374,18 +280,10 @@ pub fn planned_calls(request: &Request, export: Option<&Export>) -> Vec<String> 
     calls
 }
 
-/// Pushes one platform to every target and writes its digest file; the function `image release` calls.
-/// `env` holds the credential variables (read once by the caller).
-pub fn push(sh: &Shell, request: &Request, env: &Env, options: &Options) -> anyhow::Result<Report> {
-    push_with(
-        &mut Registries::new(sh, env.clone(), options.clone()),
-        request,
-    )
-}
-
-/// [`push`] with the caller's clients, so several platforms (or the manifest stage after them) share logins and
-/// cached tokens.
-pub fn push_with(registries: &mut Registries, request: &Request) -> anyhow::Result<Report> {
+/// Pushes one platform to every target and writes its digest file, through the session's clients, so several
+/// platforms (or the manifest stage after them) share logins and cached tokens; the function `image release`
+/// calls.
+pub fn push(session: &mut Session, request: &Request) -> anyhow::Result<Report> {
     let export = read_export(&request.export_dir, request.platform)?;
     // The digest file is the push's only output: a directory that cannot hold it is found out before anything
     // is sent, not after every registry got the image.
@@ -396,21 +294,22 @@ pub fn push_with(registries: &mut Registries, request: &Request) -> anyhow::Resu
         ))
     })?;
     let platform = request.platform;
+    let digest = &export.manifest.digest;
     println!(
-        "push {platform} {} ({} blobs, {}) to {} target(s), by digest, no tag",
-        export.digest,
+        "push {platform} {digest} ({} blobs, {}) to {} target(s), by digest, no tag",
         export.layers.len() + 1,
         human(export.total_size()),
         request.targets.len()
     );
+    session.registries.allow_insecure(&request.insecure);
+    session.registries.set_purpose("push to");
     // Per API host, a repository that holds every blob already: later targets there mount instead of uploading.
     let mut mount_source: HashMap<String, String> = HashMap::new();
     let mut reports = Vec::new();
     for target in &request.targets {
-        let registry = registries.client(target)?;
+        let repo = session.registries.repository(&session.sh, target)?;
         let report = push_target(
-            &registry,
-            target,
+            &repo,
             &export,
             mount_source.get(&target.api_host).map(String::as_str),
         )
@@ -422,9 +321,9 @@ pub fn push_with(registries: &mut Registries, request: &Request) -> anyhow::Resu
     }
 
     let record = DigestRecord {
-        digest: export.digest.clone(),
-        size: export.manifest.len() as u64,
-        media_type: export.media_type.clone(),
+        digest: digest.clone(),
+        size: export.manifest.bytes.len() as u64,
+        media_type: export.manifest.media_type.clone(),
         platform: export.platform.clone(),
         targets: request.targets.iter().map(ToString::to_string).collect(),
     };
@@ -432,8 +331,7 @@ pub fn push_with(registries: &mut Registries, request: &Request) -> anyhow::Resu
     let uploaded: u64 = reports.iter().map(|r| r.uploaded_bytes).sum();
     let skipped: u64 = reports.iter().map(|r| r.skipped_bytes).sum();
     println!(
-        "pushed {platform} {}: {} uploaded, {} skipped; digest written to {}",
-        record.digest,
+        "pushed {platform} {digest}: {} uploaded, {} skipped; digest written to {}",
         human(uploaded),
         human(skipped),
         digest_file.display()
@@ -445,26 +343,29 @@ pub fn push_with(registries: &mut Registries, request: &Request) -> anyhow::Resu
     })
 }
 
+/// Blobs go through the client itself: uploads and mounts stream files, which only the real registry does.
 fn push_target(
-    registry: &Registry,
-    target: &Reference,
+    repo: &Repo,
     export: &Export,
     mount_from: Option<&str>,
 ) -> anyhow::Result<TargetReport> {
     let started = Instant::now();
+    let registry = &repo.client;
     let requests_before = registry.requests();
-    let repo = &target.repository;
+    let target = repo.target();
+    let digest = &export.manifest.digest;
     let mut report = TargetReport {
         target: target.to_string(),
         ..TargetReport::default()
     };
-    if registry.head_manifest(repo, &export.digest)?.is_some() {
+    if repo.resolve(digest.as_str())?.is_some() {
         report.already_there = true;
         report.existing_blobs = export.layers.len() + 1;
         report.skipped_bytes = export.total_size();
     } else {
         for blob in export.blobs() {
-            let outcome = registry.push_blob(repo, &blob.digest, &blob.path, mount_from)?;
+            let outcome =
+                registry.push_blob(&target.repository, &blob.digest, &blob.path, mount_from)?;
             let what = match outcome {
                 BlobOutcome::Existed => {
                     report.existing_blobs += 1;
@@ -490,18 +391,17 @@ fn push_target(
             };
             println!(
                 "  {target}: blob {} ({}) {what}",
-                short(&blob.digest),
+                blob.digest.short(),
                 human(blob.size)
             );
         }
-        registry.put_manifest(repo, &export.digest, &export.media_type, &export.manifest)?;
+        repo.put_manifest(digest.as_str(), &export.manifest)?;
     }
     report.requests = registry.requests() - requests_before;
     report.elapsed = started.elapsed();
     println!(
-        "  {target}@{}: {}; {} uploaded in {} blob(s), {} mounted, {} already there, {} skipped, \
+        "  {target}@{digest}: {}; {} uploaded in {} blob(s), {} mounted, {} already there, {} skipped, \
          {} requests, {:.2} s",
-        export.digest,
         if report.already_there {
             "manifest already there"
         } else {
@@ -517,7 +417,6 @@ fn push_target(
     );
     Ok(report)
 }
-
 /// Writes `DIR/<os>-<arch>` whole or not at all (a half-written file must not reach the manifest stage).
 pub fn write_record(
     dir: &Path,
@@ -533,10 +432,6 @@ pub fn write_record(
     std::fs::write(&temporary, json).with_context(|| format!("write {}", temporary.display()))?;
     std::fs::rename(&temporary, &path).with_context(|| format!("write {}", path.display()))?;
     Ok(path)
-}
-
-fn short(digest: &str) -> &str {
-    digest.get(..19).unwrap_or(digest)
 }
 
 /// `1.5 MiB`
@@ -558,75 +453,22 @@ pub fn human(bytes: u64) -> String {
 mod tests {
     use super::*;
 
-    fn d(c: char) -> String {
+    use crate::oci::media_type::{DOCKER_MANIFEST, OCI_MANIFEST};
+
+    fn d(c: char) -> Digest {
         format!("sha256:{}", c.to_string().repeat(64))
+            .parse()
+            .unwrap()
     }
 
-    #[test]
-    fn manifests() {
-        let v2s2 = format!(
-            r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST}","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","size":409,"digest":"{}"}},"layers":[{{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","size":163,"digest":"{}"}}]}}"#,
-            d('a'),
-            d('b')
-        );
-        let oci = format!(
-            r#"{{"schemaVersion":2,"config":{{"mediaType":"{OCI_CONFIG}","digest":"{}","size":1}},"layers":[]}}"#,
-            d('c')
-        );
-        assert_eq!(
-            parse_manifest(v2s2.as_bytes()).unwrap(),
-            ParsedManifest {
-                media_type: DOCKER_MANIFEST.into(),
-                config: (d('a'), 409),
-                layers: vec![(d('b'), 163)],
-            }
-        );
-        assert_eq!(
-            parse_manifest(oci.as_bytes()).unwrap().media_type,
-            OCI_MANIFEST
-        );
-
-        let bad = [
-            ("{", "not an image manifest"),
-            (
-                r#"{"schemaVersion":1,"config":{"digest":"x","size":1},"layers":[]}"#,
-                "schemaVersion 1",
-            ),
-            (
-                &format!(
-                    r#"{{"schemaVersion":2,"config":{{"digest":"{}","size":1}},"layers":[]}}"#,
-                    d('a')
-                ),
-                "no mediaType",
-            ),
-            (
-                &format!(
-                    r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST}","config":{{"digest":"sha256:ab","size":1}},"layers":[]}}"#
-                ),
-                "not a sha256 digest",
-            ),
-            (
-                &format!(
-                    r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST}","config":{{"digest":"{}","size":1}},"layers":[{{"digest":"../../etc/passwd","size":1}}]}}"#,
-                    d('a')
-                ),
-                "not a sha256 digest",
-            ),
-        ];
-        for (text, mention) in bad {
-            let err = parse_manifest(text.as_bytes()).unwrap_err();
-            assert!(err.contains(mention), "{text}: {err}");
-        }
-    }
-
-    fn write_export(dir: &Path, arch: &str, manifest_type: &str) -> (String, String) {
+    fn write_export(dir: &Path, arch: &str, manifest_type: &str) -> (Digest, Digest) {
         std::fs::create_dir_all(dir).unwrap();
         let config = format!(r#"{{"architecture":"{arch}","os":"linux","config":{{}}}}"#);
-        let config_digest = client::sha256_digest(config.as_bytes());
+        let config_digest = Digest::of(config.as_bytes());
         let layer = b"not really a tarball";
-        let layer_digest = client::sha256_digest(layer);
-        std::fs::write(dir.join(&config_digest[7..]), &config).unwrap();
-        std::fs::write(dir.join(&layer_digest[7..]), layer).unwrap();
+        let layer_digest = Digest::of(layer);
+        std::fs::write(dir.join(config_digest.hex()), &config).unwrap();
+        std::fs::write(dir.join(layer_digest.hex()), layer).unwrap();
         let manifest = format!(
             r#"{{"schemaVersion":2,"mediaType":"{manifest_type}","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","size":{},"digest":"{config_digest}"}},"layers":[{{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","size":{},"digest":"{layer_digest}"}}]}}"#,
             config.len(),
@@ -634,7 +476,7 @@ mod tests {
         );
         std::fs::write(dir.join("manifest.json"), &manifest).unwrap();
         std::fs::write(dir.join("version"), "Directory Transport Version: 1.1\n").unwrap();
-        (client::sha256_digest(manifest.as_bytes()), layer_digest)
+        (Digest::of(manifest.as_bytes()), layer_digest)
     }
 
     #[test]
@@ -643,11 +485,11 @@ mod tests {
         let good = root.join("good");
         let (digest, layer) = write_export(&good, "arm64", DOCKER_MANIFEST);
         let export = read_export(&good, Platform::LINUX_ARM64).unwrap();
-        assert_eq!(export.digest, digest);
+        assert_eq!(export.manifest.digest, digest);
         assert_eq!(export.layers.len(), 1);
         assert_eq!(
             export.platform,
-            PlatformJson {
+            PlatformSpec {
                 os: "linux".into(),
                 architecture: "arm64".into(),
                 variant: None
@@ -660,12 +502,14 @@ mod tests {
             write_export(&wrong_arch, "amd64", DOCKER_MANIFEST);
             let oci = root.join("oci");
             write_export(&oci, "arm64", OCI_MANIFEST);
+            let untyped = root.join("untyped");
+            write_export(&untyped, "arm64", "");
             let short_blob = root.join("short-blob");
             let (_, layer2) = write_export(&short_blob, "arm64", DOCKER_MANIFEST);
-            std::fs::write(short_blob.join(&layer2[7..]), "x").unwrap();
+            std::fs::write(short_blob.join(layer2.hex()), "x").unwrap();
             let no_blob = root.join("no-blob");
             write_export(&no_blob, "arm64", DOCKER_MANIFEST);
-            std::fs::remove_file(no_blob.join(&layer[7..])).unwrap();
+            std::fs::remove_file(no_blob.join(layer.hex())).unwrap();
             vec![
                 (missing, Platform::LINUX_ARM64, "manifest.json is missing"),
                 (
@@ -674,6 +518,7 @@ mod tests {
                     "is linux/amd64, not linux/arm64",
                 ),
                 (oci, Platform::LINUX_ARM64, "--format v2s2"),
+                (untyped, Platform::LINUX_ARM64, "no mediaType"),
                 (short_blob, Platform::LINUX_ARM64, "has 1 bytes"),
                 (no_blob, Platform::LINUX_ARM64, "is missing"),
             ]
@@ -698,7 +543,7 @@ mod tests {
             digest: d('e'),
             size: 420,
             media_type: DOCKER_MANIFEST.into(),
-            platform: PlatformJson {
+            platform: PlatformSpec {
                 os: "linux".into(),
                 architecture: "arm64".into(),
                 variant: Some("v8".into()),

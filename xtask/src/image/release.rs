@@ -2,27 +2,30 @@
 //! functions the CI jobs call, for a developer's laptop; `--local` publishes into a throwaway registry so a newcomer
 //! can run everything without credentials.
 //!
-//! The checks that guard a version release (semver form, the git tag at HEAD, a clean tree, Cargo.toml's version)
-//! and the base-image preflight are pure functions of facts gathered once at the edge, tested here.
+//! A release is planned whole before anything runs ([`Release::plan`]): the publishing plan, the build plan, the
+//! targets. Its [`Step`]s are what `--dry-run` prints and what the executor runs, one after the other, so the two
+//! cannot drift apart. The checks that guard a version release (the git tag at HEAD, a clean tree, Cargo.toml's
+//! version) and the base-image preflight are pure functions of facts gathered once at the edge, tested here.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use xshell::{cmd, Shell};
 
-use crate::config::{ImageConfig, Platform};
-use crate::github::Github;
 use crate::image::local_registry::{self, LocalRegistry, Runner};
-use crate::image::manifest::{self, Clients, Urls};
+use crate::image::manifest::{self, Urls};
 use crate::image::{build, meta, prune, push};
-use crate::registry::client;
-use crate::registry::credentials::{self, Env};
+use crate::oci::Platform;
+use crate::registry::credentials;
+use crate::registry::reference::parse_targets;
 use crate::registry::Reference;
+use crate::session::{Git, Session};
 use crate::{exit, flags};
 
 impl flags::Release {
-    pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
+    pub fn run(self, session: &mut Session) -> anyhow::Result<()> {
         if self.keep && !self.local {
             return Err(exit::invalid(
                 "--keep only applies to --local (it leaves the throwaway registry running)",
@@ -33,229 +36,307 @@ impl flags::Release {
                 "--local publishes only into the throwaway registry; drop --to, or drop --local to publish to --to",
             ));
         }
-        let gh = Github::from_env();
-        let env = Env::from_process();
-        let config = ImageConfig::load(sh)?;
-        let git = GitState::read(sh)?;
-        let version = match &self.version {
-            Some(version) => {
-                let tag_commit = tag_commit(sh, version);
-                Some(check_version_release(
-                    version,
-                    &git,
-                    &tag_commit,
-                    &config.version,
-                )?)
-            }
+        let git = session.git()?.clone();
+        if git.head.is_none() {
+            return Err(exit::invalid(format!(
+                "{} is not a git checkout with a commit; release from a clone of the repository",
+                session.root.display()
+            )));
+        }
+        let publication = match &self.version {
+            Some(version) => meta::Publication::Release(check_version_release(
+                version,
+                &git,
+                &tag_commit(&session.sh, version),
+                &session.config()?.version,
+            )?),
             None => {
                 for warning in latest_warnings(&git) {
-                    gh.warning("image release", &warning);
+                    session.github.warning("image release", &warning);
                 }
-                None
+                meta::Publication::Latest
             }
         };
-        let runner = self.local.then(|| {
-            local_registry::choose_runner(
+        let local = if self.local {
+            let runner = local_registry::choose_runner(
                 local_registry::find_binary(std::env::var_os("PATH").as_deref()),
                 std::env::var("XTASK_REGISTRY_IMAGE")
                     .ok()
                     .filter(|v| !v.is_empty()),
-            )
-        });
-        if self.dry_run {
-            return self.dry_run(sh, &config, &git, version, runner.as_ref(), &env);
-        }
-        let registry = match &runner {
-            Some(runner) => {
-                println!("==> start a throwaway registry");
-                let registry = LocalRegistry::start(sh, runner.clone())?;
-                println!(
-                    "throwaway registry on {} ({}; storage {})",
-                    registry.address,
-                    match runner {
-                        Runner::Binary(path) => path.display().to_string(),
-                        Runner::Podman { image } => format!("podman, image {image}"),
-                    },
-                    registry.storage().display()
-                );
-                Some(registry)
-            }
-            None => None,
-        };
-        let result = self.publish(
-            sh,
-            &gh,
-            &env,
-            &config,
-            &git,
-            version,
-            registry.as_ref().map(|r| r.address.as_str()),
-        );
-        if let Some(registry) = registry {
-            if self.keep {
-                println!(
-                    "\nthe throwaway registry keeps running on {}; stop it with: {}",
-                    registry.address,
-                    registry.stop_hint()
-                );
+            );
+            // The port is picked now so that the plan names the registry; a dry run shows a placeholder.
+            let address = if self.dry_run {
+                PLACEHOLDER_ADDRESS.to_owned()
             } else {
-                registry.stop(sh);
-                println!("\nthrowaway registry stopped (pass --keep to leave it running)");
-            }
-        }
-        result
-    }
-
-    /// The targets: the throwaway registry's repository with `--local`, else `--to`, else the configured ones.
-    fn targets(&self, config: &ImageConfig, local: Option<&str>) -> Vec<String> {
-        match local {
-            Some(address) => vec![format!("{address}/{}", config.name)],
-            None if self.to.is_empty() => config.targets.clone(),
-            None => self.to.clone(),
-        }
-    }
-
-    fn plan(
-        &self,
-        env: &Env,
-        config: &ImageConfig,
-        git: &GitState,
-        version: &Option<String>,
-        targets: Vec<String>,
-    ) -> anyhow::Result<meta::Plan> {
-        let facts = meta::Facts {
-            event: "push".into(),
-            git_ref: match version {
-                Some(number) => format!("refs/tags/v{number}"),
-                None => "refs/heads/main".into(),
-            },
-            sha: git.head.clone(),
-            tag_name: None,
-            skip_push: false,
-            platforms: self.platforms.clone(),
-            targets,
+                format!("127.0.0.1:{}", local_registry::free_port()?)
+            };
+            Some(Local {
+                runner,
+                address,
+                keep: self.keep,
+            })
+        } else {
+            None
         };
-        let settings = meta::Settings {
-            name: config.name.clone(),
-            platforms: config.platforms.clone(),
-            targets: config.targets.clone(),
-            runners: BTreeMap::new(),
-            package_version: config.version.clone(),
-            description: config.description.clone(),
-            license: config.license.clone(),
-            repository: config.repository.clone(),
+        let release = Release::plan(&self, session, publication, local)?;
+        if self.dry_run {
+            release.print();
+            Ok(())
+        } else {
+            release.execute(session)
+        }
+    }
+}
+
+/// Stands for the throwaway registry's port in a dry run.
+const PLACEHOLDER_ADDRESS: &str = "127.0.0.1:1";
+
+/// The throwaway registry of `--local`.
+#[derive(Clone, Debug)]
+struct Local {
+    runner: Runner,
+    /// `127.0.0.1:PORT`
+    address: String,
+    keep: bool,
+}
+
+/// Everything a release does, decided before anything runs.
+pub struct Release {
+    plan: meta::Plan,
+    build: build::BuildPlan,
+    targets: Vec<Reference>,
+    digest_dir: PathBuf,
+    insecure: Vec<String>,
+    local: Option<Local>,
+}
+
+/// One step of a release, in the order [`Release::steps`] gives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    StartRegistry,
+    CheckBaseImages,
+    Build(Platform),
+    Push(Platform),
+    Manifest,
+    PullBack,
+    StopRegistry,
+}
+
+/// What the steps hand on to the next ones while a release runs.
+#[derive(Default)]
+struct Progress {
+    registry: Option<LocalRegistry>,
+    published: Option<manifest::Published>,
+    phases: Vec<(String, Duration)>,
+}
+
+impl Release {
+    fn plan(
+        flags: &flags::Release,
+        session: &mut Session,
+        publication: meta::Publication,
+        local: Option<Local>,
+    ) -> anyhow::Result<Release> {
+        let config = session.config()?.clone();
+        let facts = meta::Facts {
+            sha: session.git()?.head.clone().unwrap_or_default(),
+            platforms: flags.platforms.clone(),
+            targets: match &local {
+                Some(local) => vec![format!("{}/{}", local.address, config.name)],
+                None => flags.to.clone(),
+            },
+            created: session.created()?,
+            ..meta::Facts::default()
         };
         // As in CI: every target's registry needs a login (variables, auth file or helper), loopback excepted.
-        meta::plan(&facts, &settings, &|target: &Reference| {
+        let env = session.registries.env();
+        let plan = meta::plan_for(publication, &facts, &config, &|target: &Reference| {
             Ok(credentials::source_of(&target.registry, &target.repository, env)?.is_some())
+        })?;
+        let request = build::BuildRequest {
+            platforms: plan.jobs.iter().map(|job| job.platform).collect(),
+            build_args: flags.build_arg.clone(),
+            tag: None,
+            cache_repo: flags.cache_repo.clone(),
+            labels: plan.labels.clone(),
+        };
+        let build = build::BuildPlan::new(&config, &request, &build::Facts::of(session)?)?;
+        Ok(Release {
+            targets: parse_targets(&plan.targets)?,
+            digest_dir: build.out_dir.join("digests"),
+            insecure: flags.insecure_registry.clone(),
+            plan,
+            build,
+            local,
         })
     }
 
-    fn build_plan(
-        &self,
-        sh: &Shell,
-        config: &ImageConfig,
-        plan: &meta::Plan,
-        version: &Option<String>,
-    ) -> anyhow::Result<build::BuildPlan> {
-        let request = build::BuildRequest {
-            platforms: plan.jobs.iter().map(|job| job.platform).collect(),
-            build_args: self.build_arg.clone(),
-            tag: None,
-            cache_repo: self.cache_repo.clone(),
-            version: version.clone(),
-        };
-        build::BuildPlan::new(config, &request, &build::Facts::gather(sh)?)
+    fn platforms(&self) -> Vec<Platform> {
+        self.plan.jobs.iter().map(|job| job.platform).collect()
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn publish(
-        &self,
-        sh: &Shell,
-        gh: &Github,
-        env: &Env,
-        config: &ImageConfig,
-        git: &GitState,
-        version: Option<String>,
-        local: Option<&str>,
-    ) -> anyhow::Result<()> {
+    /// Every platform is built before anything is pushed: a failed build leaves every registry untouched.
+    pub fn steps(&self) -> Vec<Step> {
+        let platforms = self.platforms();
+        let mut steps = Vec::new();
+        if self.local.is_some() {
+            steps.push(Step::StartRegistry);
+        }
+        steps.push(Step::CheckBaseImages);
+        steps.extend(platforms.iter().map(|&p| Step::Build(p)));
+        steps.extend(platforms.iter().map(|&p| Step::Push(p)));
+        steps.push(Step::Manifest);
+        if self.local.is_some() {
+            steps.extend([Step::PullBack, Step::StopRegistry]);
+        }
+        steps
+    }
+
+    /// The step's title and the commands or registry calls it makes, as `--dry-run` shows them.
+    fn describe(&self, step: Step) -> (String, Vec<String>) {
+        match step {
+            Step::StartRegistry => {
+                let local = self.local.as_ref().expect("a local release");
+                let scratch = std::env::temp_dir().join("xtask-registry-<id>");
+                (
+                    "start a throwaway registry (config with delete enabled, storage in a temp dir)".into(),
+                    local_registry::describe_start(&local.runner, &local.address, &scratch),
+                )
+            }
+            Step::CheckBaseImages => (
+                "check the base images are here or reachable".into(),
+                self.base_images()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|(_, image)| {
+                        format!(
+                            "podman image exists {image} || skopeo --command-timeout {BASE_TIMEOUT} inspect --raw \
+                             --retry-times 0 docker://{image}"
+                        )
+                    })
+                    .collect(),
+            ),
+            Step::Build(platform) => (
+                format!("build {platform} and export it"),
+                vec![
+                    build::shell_line(&self.build.build_argv(platform)),
+                    build::shell_line(&self.build.export_argv(platform)),
+                ],
+            ),
+            Step::Push(platform) => (
+                format!("push {platform} by digest, no tag"),
+                push::planned_calls(&self.push_request(platform), None),
+            ),
+            Step::Manifest => {
+                let urls = Urls::new(&self.targets, &self.insecure);
+                (
+                    format!(
+                        "manifest list, then tag {} (all or nothing){}",
+                        self.plan.tag,
+                        if self.plan.prune_previous {
+                            ", then prune the superseded index"
+                        } else {
+                            ""
+                        }
+                    ),
+                    manifest::planned_calls_before_build(
+                        &self.plan.tag,
+                        self.plan.prune_previous,
+                        &self.platforms(),
+                        &self.targets,
+                    )
+                    .iter()
+                        .map(|call| urls.line(call))
+                        .collect(),
+                )
+            }
+            Step::PullBack => {
+                let format = "{{.Os}}/{{.Architecture}}";
+                (
+                    "pull each platform back and check its architecture".into(),
+                    pull_order(&self.platforms(), self.build.build_platform)
+                        .into_iter()
+                        .flat_map(|platform| {
+                            [
+                                format!(
+                                    "podman pull -q --tls-verify=false --platform {platform} {}",
+                                    self.reference()
+                                ),
+                                format!("podman image inspect --format '{format}' <pulled id>"),
+                            ]
+                        })
+                        .collect(),
+                )
+            }
+            Step::StopRegistry => (
+                if self.local.as_ref().is_some_and(|l| l.keep) {
+                    "leave the registry running (--keep)".into()
+                } else {
+                    "stop the registry and remove its storage".into()
+                },
+                vec![],
+            ),
+        }
+    }
+
+    /// `--dry-run`: the plan, then every step as the executor would run it.
+    fn print(&self) {
+        println!("dry run: image release would run these, in order, and change nothing:");
+        println!(
+            "\nplan: tag {}, platforms {}, targets {}{}",
+            self.plan.tag,
+            self.plan.platform_list(),
+            self.plan.targets.join(", "),
+            if self.plan.prune_previous {
+                ", prune the superseded index"
+            } else {
+                ""
+            }
+        );
+        for warning in &self.plan.warnings {
+            println!("   warning: {warning}");
+        }
+        for (number, step) in self.steps().into_iter().enumerate() {
+            let (title, lines) = self.describe(step);
+            println!("\n{}. {title}", number + 1);
+            for line in lines {
+                println!("   {}", show_placeholder(&line));
+            }
+        }
+    }
+
+    /// Runs the steps in order; the throwaway registry is stopped whatever happens (unless `--keep`).
+    fn execute(&self, session: &mut Session) -> anyhow::Result<()> {
         let started = Instant::now();
-        let mut phases: Vec<(String, Duration)> = Vec::new();
-        let plan = self.plan(env, config, git, &version, self.targets(config, local))?;
-        let targets = crate::registry::reference::parse_targets(&plan.targets)?;
-        let platforms: Vec<Platform> = plan.jobs.iter().map(|job| job.platform).collect();
+        session.registries.allow_insecure(&self.insecure);
         println!(
             "==> release {} ({}) from {} to {}",
-            plan.tag,
-            platforms
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", "),
-            short(&git.head),
-            plan.targets.join(", ")
+            self.plan.tag,
+            self.plan.platform_list(),
+            short(session.git()?.head.as_deref().unwrap_or("")),
+            self.plan.targets.join(", ")
         );
-
-        let build_plan = self.build_plan(sh, config, &plan, &version)?;
-        build::require_podman()?;
-        let phase = Instant::now();
-        check_base_images(sh, &build_plan)?;
-        phases.push(("check base images".into(), phase.elapsed()));
-
-        // Every platform is built before anything is pushed: a failed build leaves every registry untouched.
-        let mut exports = Vec::new();
-        for &platform in &platforms {
+        let steps = self.steps();
+        let mut progress = Progress::default();
+        let mut result = Ok(());
+        for (number, &step) in steps.iter().enumerate() {
+            let (title, _) = self.describe(step);
+            println!("\n==> {}/{} {title}", number + 1, steps.len());
             let phase = Instant::now();
-            exports.push(build::build_platform(sh, &build_plan, platform)?);
-            phases.push((format!("build {platform}"), phase.elapsed()));
+            result = self.run_step(session, step, &mut progress);
+            if result.is_err() {
+                break;
+            }
+            progress.phases.push((phase_name(step), phase.elapsed()));
         }
-
-        let digest_dir = build_plan.out_dir.join("digests");
-        if digest_dir.exists() {
-            std::fs::remove_dir_all(&digest_dir)
-                .with_context(|| format!("remove old digests in {}", digest_dir.display()))?;
+        if let Some(registry) = progress.registry.take() {
+            // A failed release still stops what it started.
+            self.stop_registry(&session.sh, registry);
         }
-        let options = client::Options::from_env(self.insecure_registry.clone());
-        for export in &exports {
-            let phase = Instant::now();
-            let _group = gh.group(&format!("image push {}", export.platform));
-            push::push(
-                sh,
-                &push::Request {
-                    platform: export.platform,
-                    export_dir: export.dir.clone(),
-                    targets: targets.clone(),
-                    digest_dir: digest_dir.clone(),
-                    insecure: self.insecure_registry.clone(),
-                },
-                env,
-                &options,
-            )?;
-            phases.push((format!("push {}", export.platform), phase.elapsed()));
-        }
-
-        let phase = Instant::now();
-        let request = manifest::Request {
-            tag: plan.tag.clone(),
-            targets: targets.iter().map(ToString::to_string).collect(),
-            children: manifest::read_digest_dir(&digest_dir, &platforms)?,
-            prune_previous: plan.prune_previous,
-        };
-        let mut clients = Clients::connect(sh, &targets, &self.insecure_registry, env)?;
-        let access = prune::Access::from_process(sh, &targets)?;
-        let urls = Urls::new(&targets, &self.insecure_registry);
-        let published = manifest::publish_and_report(gh, &mut clients, &access, &request, &urls)?;
-        phases.push(("manifest".into(), phase.elapsed()));
-
-        if local.is_some() {
-            let phase = Instant::now();
-            let reference = format!("{}:{}", request.targets[0], plan.tag);
-            verify_pulls(sh, &reference, &platforms, build_plan.build_platform)?;
-            phases.push(("pull back and check".into(), phase.elapsed()));
-        }
-
+        result?;
+        let published = progress.published.expect("the manifest step ran");
         println!("\nreleased {} = {}", published.tag, published.digest);
-        for (name, duration) in &phases {
+        for (name, duration) in &progress.phases {
             println!("  {name:<22} {:>7.1} s", duration.as_secs_f64());
         }
         println!(
@@ -263,189 +344,166 @@ impl flags::Release {
             "total",
             started.elapsed().as_secs_f64()
         );
-        let tls = if local.is_some() {
-            "--tls-verify=false "
-        } else {
-            ""
-        };
-        if local.is_some() && !self.keep {
-            println!(
-                "\nthe image stays in local storage (the registry stops now; --keep leaves it running):\n  \
-                 podman run --rm --network=host {}:{}",
-                request.targets[0], plan.tag
-            );
-        } else {
-            println!("\npull it:");
-            for target in &request.targets {
-                println!("  podman pull {tls}{target}:{}", plan.tag);
+        match &self.local {
+            Some(local) if !local.keep => println!(
+                "\nthe image stays in local storage (the registry stopped; --keep leaves it running):\n  \
+                 podman run --rm --network=host {}",
+                self.reference()
+            ),
+            _ => {
+                let tls = if self.local.is_some() {
+                    "--tls-verify=false "
+                } else {
+                    ""
+                };
+                println!("\npull it:");
+                for target in &self.targets {
+                    println!("  podman pull {tls}{target}:{}", self.plan.tag);
+                }
             }
         }
         Ok(())
     }
 
-    fn dry_run(
+    fn run_step(
         &self,
-        sh: &Shell,
-        config: &ImageConfig,
-        git: &GitState,
-        version: Option<String>,
-        runner: Option<&Runner>,
-        env: &Env,
+        session: &mut Session,
+        step: Step,
+        progress: &mut Progress,
     ) -> anyhow::Result<()> {
-        let scratch = std::env::temp_dir().join("xtask-registry-<id>");
-        // The port is picked when the registry starts: 1 stands for it in the plan, `<free port>` when shown.
-        let address = "127.0.0.1:<free port>";
-        let shown = |line: String| line.replace("127.0.0.1:1/", "127.0.0.1:<free port>/");
-        let plan = self.plan(
-            env,
-            config,
-            git,
-            &version,
-            self.targets(config, runner.map(|_| "127.0.0.1:1")),
-        )?;
-        let platforms: Vec<Platform> = plan.jobs.iter().map(|job| job.platform).collect();
-        let build_plan = self.build_plan(sh, config, &plan, &version)?;
-        println!("dry run: image release would run these, in order, and change nothing:");
-        let mut step = 0;
-        let mut say = |title: String, lines: Vec<String>| {
-            step += 1;
-            println!("\n{step}. {title}");
-            for line in lines {
-                println!("   {line}");
+        match step {
+            Step::StartRegistry => {
+                let local = self.local.as_ref().expect("a local release");
+                let registry =
+                    LocalRegistry::start_on(&session.sh, local.runner.clone(), &local.address)?;
+                println!(
+                    "throwaway registry on {} ({}; storage {})",
+                    registry.address,
+                    match &local.runner {
+                        Runner::Binary(path) => path.display().to_string(),
+                        Runner::Podman { image } => format!("podman, image {image}"),
+                    },
+                    registry.storage().display()
+                );
+                progress.registry = Some(registry);
             }
-        };
-        if let Some(runner) = runner {
-            say(
-                "start a throwaway registry (config with delete enabled, storage in a temp dir)"
-                    .into(),
-                local_registry::describe_start(runner, address, &scratch),
-            );
-        }
-        say(
-            format!(
-                "plan: tag {}, platforms {}, targets {}{}",
-                plan.tag,
-                plan.platform_list(),
-                shown(plan.targets.join(", ")),
-                if plan.prune_previous {
-                    ", prune the superseded index"
-                } else {
-                    ""
+            Step::CheckBaseImages => {
+                build::require_podman()?;
+                check_base_images(&session.sh, &self.base_images()?)?;
+                if self.digest_dir.exists() {
+                    std::fs::remove_dir_all(&self.digest_dir).with_context(|| {
+                        format!("remove old digests in {}", self.digest_dir.display())
+                    })?;
                 }
-            ),
-            plan.warnings.clone(),
-        );
-        say(
-            "check the base images are here or reachable".into(),
-            base_images(
-                &containerfile_defaults(&read_containerfile(&build_plan)?),
-                &build_plan.build_args,
-            )
-            .iter()
-            .map(|(_, image)| {
-                let transport = format!("docker://{image}");
-                format!(
-                    "podman image exists {image} || skopeo --command-timeout {BASE_TIMEOUT} inspect --raw \
-                     --retry-times 0 {transport}"
-                )
-            })
-            .collect(),
-        );
-        for &platform in &platforms {
-            say(
-                format!("build {platform} and export it"),
-                vec![
-                    build::shell_line(&build_plan.build_argv(platform)),
-                    build::shell_line(&build_plan.export_argv(platform)),
-                ],
-            );
-        }
-        let digest_dir = build_plan.out_dir.join("digests");
-        let targets = crate::registry::reference::parse_targets(&plan.targets)?;
-        for &platform in &platforms {
-            let request = push::Request {
-                platform,
-                export_dir: build_plan.export_dir(platform),
-                targets: targets.clone(),
-                digest_dir: digest_dir.clone(),
-                insecure: self.insecure_registry.clone(),
-            };
-            say(
-                format!("push {platform} by digest, no tag"),
-                push::planned_calls(&request, None)
-                    .into_iter()
-                    .map(shown)
-                    .collect(),
-            );
-        }
-        let request = manifest::Request {
-            tag: plan.tag.clone(),
-            targets: targets.iter().map(ToString::to_string).collect(),
-            children: platforms
-                .iter()
-                .map(|&platform| manifest::Child {
-                    platform,
-                    variant: None,
-                    digest: format!("<digest of {platform}>"),
-                    size: 0,
-                    media_type: manifest::DOCKER_MANIFEST.into(),
-                })
-                .collect(),
-            prune_previous: plan.prune_previous,
-        };
-        let urls = Urls::new(&targets, &self.insecure_registry);
-        say(
-            format!("manifest list, then tag {} (all or nothing)", plan.tag),
-            manifest::planned_calls(&request, None)
-                .iter()
-                .map(|call| shown(urls.line(call)))
-                .collect(),
-        );
-        if runner.is_some() {
-            let reference = format!("{address}/{}:{}", config.name, plan.tag);
-            let format = "{{.Os}}/{{.Architecture}}";
-            say(
-                "pull each platform back and check its architecture".into(),
-                pull_order(&platforms, build_plan.build_platform)
-                    .into_iter()
-                    .flat_map(|platform| {
-                        [
-                            format!(
-                                "podman pull -q --tls-verify=false --platform {platform} {reference}"
-                            ),
-                            format!("podman image inspect --format '{format}' <pulled id>"),
-                        ]
-                    })
-                    .collect(),
-            );
-            say(
-                if self.keep {
-                    "leave the registry running (--keep)".into()
-                } else {
-                    "stop the registry and remove its storage".into()
-                },
-                vec![],
-            );
+            }
+            Step::Build(platform) => {
+                build::build_platform(session, &self.build, platform)?;
+            }
+            Step::Push(platform) => {
+                let _group = session.github.group(&format!("image push {platform}"));
+                push::push(session, &self.push_request(platform))?;
+            }
+            Step::Manifest => {
+                let request = manifest::Request {
+                    tag: self.plan.tag.clone(),
+                    children: manifest::read_digest_dir(&self.digest_dir, &self.platforms())?
+                        .into_iter()
+                        .map(|(child, _)| child)
+                        .collect(),
+                    prune_previous: self.plan.prune_previous,
+                };
+                session.registries.set_purpose("publish to");
+                let repos = manifest::connect(session, &self.targets)?;
+                let access = prune::Access::from_session(session, &self.targets)?;
+                let urls = Urls::new(&self.targets, &self.insecure);
+                progress.published = Some(manifest::publish_and_report(
+                    &session.github,
+                    &repos,
+                    &access,
+                    &request,
+                    &urls,
+                )?);
+            }
+            Step::PullBack => {
+                verify_pulls(
+                    &session.sh,
+                    &self.reference(),
+                    &self.platforms(),
+                    self.build.build_platform,
+                )?;
+            }
+            Step::StopRegistry => {
+                if let Some(registry) = progress.registry.take() {
+                    self.stop_registry(&session.sh, registry);
+                }
+            }
         }
         Ok(())
     }
+
+    fn stop_registry(&self, sh: &Shell, registry: LocalRegistry) {
+        if self.local.as_ref().is_some_and(|l| l.keep) {
+            println!(
+                "the throwaway registry keeps running on {}; stop it with: {}",
+                registry.address,
+                registry.stop_hint()
+            );
+        } else {
+            registry.stop(sh);
+            println!("throwaway registry stopped (pass --keep to leave it running)");
+        }
+    }
+
+    fn push_request(&self, platform: Platform) -> push::Request {
+        push::Request {
+            platform,
+            export_dir: self.build.export_dir(platform),
+            targets: self.targets.clone(),
+            digest_dir: self.digest_dir.clone(),
+            insecure: self.insecure.clone(),
+        }
+    }
+
+    /// The first target with the tag: what the pull-back check pulls.
+    fn reference(&self) -> String {
+        format!("{}:{}", self.targets[0], self.plan.tag)
+    }
+
+    fn base_images(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let containerfile = std::fs::read_to_string(&self.build.containerfile)
+            .with_context(|| format!("read {}", self.build.containerfile.display()))?;
+        Ok(base_images(
+            &containerfile_defaults(&containerfile),
+            &self.build.build_args,
+        ))
+    }
+}
+
+/// The phase a step is timed as, in the closing table.
+fn phase_name(step: Step) -> String {
+    match step {
+        Step::StartRegistry => "start the registry".into(),
+        Step::CheckBaseImages => "check base images".into(),
+        Step::Build(platform) => format!("build {platform}"),
+        Step::Push(platform) => format!("push {platform}"),
+        Step::Manifest => "manifest".into(),
+        Step::PullBack => "pull back and check".into(),
+        Step::StopRegistry => "stop the registry".into(),
+    }
+}
+
+/// A dry run's placeholder address, as shown.
+fn show_placeholder(line: &str) -> String {
+    line.replace(&format!("{PLACEHOLDER_ADDRESS}/"), "127.0.0.1:<free port>/")
+        .replace(&format!("{PLACEHOLDER_ADDRESS} "), "127.0.0.1:<free port> ")
 }
 
 /// How long the reachability check of one base image may take.
 const BASE_TIMEOUT: &str = "20s";
 
-fn read_containerfile(build_plan: &build::BuildPlan) -> anyhow::Result<String> {
-    std::fs::read_to_string(&build_plan.containerfile)
-        .with_context(|| format!("read {}", build_plan.containerfile.display()))
-}
-
 /// Fails before any build when a base image is neither in local storage nor reachable, saying how to point the
 /// build at local ones (docker.io may be out of reach, as behind some proxies).
-fn check_base_images(sh: &Shell, build_plan: &build::BuildPlan) -> anyhow::Result<()> {
-    let images = base_images(
-        &containerfile_defaults(&read_containerfile(build_plan)?),
-        &build_plan.build_args,
-    );
+fn check_base_images(sh: &Shell, images: &[(String, String)]) -> anyhow::Result<()> {
     let mut missing = Vec::new();
     for (arg, image) in images {
         if cmd!(sh, "podman image exists {image}")
@@ -479,9 +537,13 @@ fn check_base_images(sh: &Shell, build_plan: &build::BuildPlan) -> anyhow::Resul
                 let why = why
                     .rsplit_once("msg=")
                     .map_or(why, |(_, msg)| msg.trim_matches('"'));
-                missing.push((arg, image, why.to_owned()));
+                missing.push((arg.clone(), image.clone(), why.to_owned()));
             }
-            Err(err) => missing.push((arg, image, format!("could not run skopeo ({err})"))),
+            Err(err) => missing.push((
+                arg.clone(),
+                image.clone(),
+                format!("could not run skopeo ({err})"),
+            )),
         }
     }
     if missing.is_empty() {
@@ -507,7 +569,6 @@ fn verify_pulls(
     platforms: &[Platform],
     native: Platform,
 ) -> anyhow::Result<()> {
-    println!("==> pull {reference} back for each platform");
     let format = "{{.Os}}/{{.Architecture}}";
     for platform in pull_order(platforms, native) {
         let wanted = platform.to_string();
@@ -541,41 +602,6 @@ fn verify_pulls(
     Ok(())
 }
 
-impl GitState {
-    /// Reads HEAD, the branch and the uncommitted changes.
-    pub fn read(sh: &Shell) -> anyhow::Result<GitState> {
-        let head = cmd!(sh, "git rev-parse HEAD")
-            .quiet()
-            .ignore_stderr()
-            .read()
-            .map_err(|_| {
-                exit::invalid(format!(
-                    "{} is not a git checkout with a commit; release from a clone of the repository",
-                    sh.current_dir().display()
-                ))
-            })?;
-        let branch = cmd!(sh, "git symbolic-ref --short -q HEAD")
-            .quiet()
-            .ignore_stderr()
-            .read()
-            .ok()
-            .filter(|b| !b.is_empty());
-        let status = cmd!(sh, "git status --porcelain")
-            .quiet()
-            .read()
-            .context("run git status")?;
-        Ok(GitState {
-            head: head.trim().to_owned(),
-            branch,
-            changes: status
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(str::to_owned)
-                .collect(),
-        })
-    }
-}
-
 /// The commit the tag `version` points at, if it exists.
 fn tag_commit(sh: &Shell, version: &str) -> TagCommit {
     let spec = format!("refs/tags/{version}^{{commit}}");
@@ -588,41 +614,8 @@ fn tag_commit(sh: &Shell, version: &str) -> TagCommit {
         .filter(|sha| !sha.is_empty())
 }
 
-/// The repository's state, read once from git.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct GitState {
-    /// `git rev-parse HEAD`
-    pub head: String,
-    /// The branch checked out (`None`: detached HEAD).
-    pub branch: Option<String>,
-    /// `git status --porcelain` lines: anything uncommitted, untracked files included.
-    pub changes: Vec<String>,
-}
-
 /// The commit a tag points at (`None`: no such tag).
 pub type TagCommit = Option<String>;
-
-/// `v1.2.3` -> `1.2.3`, or exit 2 saying what a version looks like.
-pub fn version_number(version: &str) -> anyhow::Result<String> {
-    let numeric = |part: &str| {
-        !part.is_empty()
-            && part.bytes().all(|b| b.is_ascii_digit())
-            && (part == "0" || !part.starts_with('0'))
-    };
-    version
-        .strip_prefix('v')
-        .filter(|rest| {
-            let parts: Vec<&str> = rest.split('.').collect();
-            parts.len() == 3 && parts.iter().all(|p| numeric(p))
-        })
-        .map(str::to_owned)
-        .ok_or_else(|| {
-            exit::invalid(format!(
-                "--version {version:?} is not a release version: use `v` and three numbers without leading zeros, \
-                 like --version v1.2.3 (the git tag's name)"
-            ))
-        })
-}
 
 fn short(sha: &str) -> &str {
     sha.get(..7).unwrap_or(sha)
@@ -631,22 +624,28 @@ fn short(sha: &str) -> &str {
 /// Everything a version release needs before anything is built; every failure is listed with its remedy (exit 2).
 pub fn check_version_release(
     version: &str,
-    git: &GitState,
+    git: &Git,
     tag_commit: &TagCommit,
     cargo_version: &str,
 ) -> anyhow::Result<String> {
-    let number = version_number(version)?;
+    let number = meta::version_of_tag(version).ok_or_else(|| {
+        exit::invalid(format!(
+            "--version {version:?} is not a release version: use `v` and three numbers without leading zeros, \
+             like --version v1.2.3 (the git tag's name)"
+        ))
+    })?;
+    let head = git.head.as_deref().unwrap_or("");
     let mut problems = Vec::new();
     match tag_commit {
         None => problems.push(format!(
             "git tag {version} does not exist; create it at the commit to release: `git tag {version}` \
              (then `git push origin {version}` to publish the tag)"
         )),
-        Some(commit) if *commit != git.head => problems.push(format!(
+        Some(commit) if commit != head => problems.push(format!(
             "git tag {version} points at {}, not at HEAD ({}); check the tag out to release it \
              (`git checkout {version}`), or, if HEAD is the release, move the tag: `git tag -f {version}`",
             short(commit),
-            short(&git.head)
+            short(head)
         )),
         Some(_) => {}
     }
@@ -681,7 +680,7 @@ pub fn check_version_release(
 }
 
 /// A `latest` release publishes HEAD as it is; these are worth a look but do not stop it.
-pub fn latest_warnings(git: &GitState) -> Vec<String> {
+pub fn latest_warnings(git: &Git) -> Vec<String> {
     let mut warnings = Vec::new();
     match git.branch.as_deref() {
         Some("main") => {}
@@ -690,14 +689,14 @@ pub fn latest_warnings(git: &GitState) -> Vec<String> {
         )),
         None => warnings.push(format!(
             "publishing `latest` from a detached HEAD ({}), not main: CI publishes `latest` only from main",
-            short(&git.head)
+            short(git.head.as_deref().unwrap_or(""))
         )),
     }
     if !git.changes.is_empty() {
         warnings.push(format!(
             "the working tree has {} uncommitted change(s): the image holds them, but its revision label says {}",
             git.changes.len(),
-            short(&git.head)
+            short(git.head.as_deref().unwrap_or(""))
         ));
     }
     warnings
@@ -769,9 +768,10 @@ mod tests {
     const HEAD: &str = "0123456789abcdef0123456789abcdef01234567";
     const OTHER: &str = "fedcba9876543210fedcba9876543210fedcba98";
 
-    fn git(changes: &[&str]) -> GitState {
-        GitState {
-            head: HEAD.into(),
+    fn git(changes: &[&str]) -> Git {
+        Git {
+            head: Some(HEAD.into()),
+            commit_time: Some(1_700_000_000),
             branch: Some("main".into()),
             changes: changes.iter().map(|s| s.to_string()).collect(),
         }

@@ -230,10 +230,6 @@ impl TokenCache {
         let margin = (lifetime / 10).min(Duration::from_secs(30));
         self.tokens.insert(key, (token, now + lifetime - margin));
     }
-
-    pub fn forget(&mut self, key: &str) {
-        self.tokens.remove(key);
-    }
 }
 
 #[cfg(test)]
@@ -419,7 +415,5 @@ mod tests {
             Some("l")
         );
         assert_eq!(cache.get("long", now + Duration::from_secs(3570)), None);
-        cache.forget("k");
-        assert_eq!(cache.get("k", now), None);
     }
 }

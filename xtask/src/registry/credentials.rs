@@ -5,7 +5,7 @@
 //! the lookup rules are testable without touching the process environment. Secret values never reach argv,
 //! logs or errors: `Debug` of [`Credentials`] prints `<redacted>`, and errors name variables and files only.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -14,7 +14,7 @@ use base64::Engine;
 use serde::Deserialize;
 use xshell::{cmd, Shell};
 
-use super::reference::DOCKER_HUB;
+use super::reference::{Reference, DOCKER_HUB};
 use crate::exit;
 
 /// A username and its password or token.
@@ -221,12 +221,57 @@ pub fn source_of(registry: &str, repository: &str, env: &Env) -> anyhow::Result<
     Ok(None)
 }
 
-/// The credentials for `registry`, or `None` for anonymous access. Runs a credential helper if a file names one.
-pub fn lookup(
-    sh: &Shell,
+/// Credentials looked up once per process: per registry and repository (podman's auth files may scope a login to
+/// a repository), and a credential helper's answer once per helper and registry host, however many stages ask.
+#[derive(Default)]
+pub struct Cache {
+    found: HashMap<(String, String), Option<Found>>,
+    helpers: HashMap<(String, String), Option<Credentials>>,
+}
+
+impl Cache {
+    /// [`lookup_with`] through the cache, running helpers for real; the first lookup of a target says on stdout where its credentials came
+    /// from (never what they are).
+    pub fn lookup(
+        &mut self,
+        sh: &Shell,
+        target: &Reference,
+        env: &Env,
+    ) -> anyhow::Result<Option<Found>> {
+        let key = (target.registry.clone(), target.repository.clone());
+        if let Some(found) = self.found.get(&key) {
+            return Ok(found.clone());
+        }
+        let helpers = &mut self.helpers;
+        let found = lookup_with(
+            &target.registry,
+            &target.repository,
+            env,
+            &mut |helper, registry| {
+                let key = (helper.to_owned(), registry.to_owned());
+                if let Some(answer) = helpers.get(&key) {
+                    return Ok(answer.clone());
+                }
+                let answer = run_helper(sh, helper, registry)?;
+                helpers.insert(key, answer.clone());
+                Ok(answer)
+            },
+        )?;
+        if let Some(found) = &found {
+            println!("  {}: credentials from {}", target.registry, found.source);
+        }
+        self.found.insert(key, found.clone());
+        Ok(found)
+    }
+}
+
+type Helper<'a> = dyn FnMut(&str, &str) -> anyhow::Result<Option<Credentials>> + 'a;
+
+fn lookup_with(
     registry: &str,
     repository: &str,
     env: &Env,
+    run_helper: &mut Helper,
 ) -> anyhow::Result<Option<Found>> {
     let names = required_env(registry);
     if let (Some((username_var, username)), Some((secret_var, secret))) =
@@ -249,7 +294,7 @@ pub fn lookup(
                 }))
             }
             Some(FileEntry::Helper(helper)) => {
-                if let Some(credentials) = run_helper(sh, &helper, registry)? {
+                if let Some(credentials) = run_helper(&helper, registry)? {
                     return Ok(Some(Found {
                         credentials,
                         source: Source::Helper { helper, file },
@@ -472,6 +517,18 @@ fn parse_helper_output(stdout: &[u8]) -> Result<Credentials, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A lookup with no cache in between.
+    fn lookup(
+        sh: &Shell,
+        registry: &str,
+        repository: &str,
+        env: &Env,
+    ) -> anyhow::Result<Option<Found>> {
+        lookup_with(registry, repository, env, &mut |helper, registry| {
+            run_helper(sh, helper, registry)
+        })
+    }
 
     fn b64(s: &str) -> String {
         base64::engine::general_purpose::STANDARD.encode(s)

@@ -60,14 +60,15 @@ impl RegistryError {
     /// "Failed to <purpose> <registry> after N attempts"; a request that was not worth repeating (a 4xx such as a
     /// rejected password) says so at once.
     pub fn finish(self, purpose: &str, attempts: u32) -> anyhow::Error {
-        if self.retryable && attempts > 1 {
-            exit::registry_failed(format!(
+        let message = if self.retryable && attempts > 1 {
+            format!(
                 "Failed to {purpose} {} after {attempts} attempts: {self}",
                 self.registry
-            ))
+            )
         } else {
-            exit::registry_failed(format!("Failed to {purpose} {}: {self}", self.registry))
-        }
+            format!("Failed to {purpose} {}: {self}", self.registry)
+        };
+        exit::registry_answered(message, self.status)
     }
 }
 

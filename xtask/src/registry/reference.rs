@@ -43,14 +43,6 @@ impl Reference {
         };
         format!("{scheme}://{}", self.api_host)
     }
-
-    /// The same registry under another repository name.
-    pub fn with_repository(&self, repository: &str) -> Reference {
-        Reference {
-            repository: repository.to_owned(),
-            ..self.clone()
-        }
-    }
 }
 
 /// Parses the target repositories of a run (`--to` or the configured ones), dropping duplicates; at least one is

@@ -20,8 +20,8 @@ use std::collections::BTreeSet;
 use anyhow::bail;
 
 use super::api::{encode_segment, Api};
-use super::oci::Registry;
 use super::{Backend, Removal, TagView};
+use crate::registry::Repository;
 use crate::registry::{Credentials, Reference};
 
 #[derive(Debug, serde::Deserialize)]
@@ -53,7 +53,7 @@ pub struct DockerHub<'a> {
     logged_in: bool,
     namespace: String,
     name: String,
-    registry: &'a dyn Registry,
+    repo: &'a dyn Repository,
     target: &'a Reference,
 }
 
@@ -61,9 +61,9 @@ impl<'a> DockerHub<'a> {
     pub fn new(
         api_base: &str,
         login: Option<Credentials>,
-        registry: &'a dyn Registry,
-        target: &'a Reference,
+        repo: &'a dyn Repository,
     ) -> anyhow::Result<DockerHub<'a>> {
+        let target = repo.target();
         let (namespace, name) = match target.repository.split_once('/') {
             Some((namespace, name)) => (namespace.to_owned(), name.to_owned()),
             None => ("library".to_owned(), target.repository.clone()),
@@ -74,7 +74,7 @@ impl<'a> DockerHub<'a> {
             logged_in: false,
             namespace,
             name,
-            registry,
+            repo,
             target,
         })
     }
@@ -143,8 +143,8 @@ impl Backend for DockerHub<'_> {
                 let digest = match tag.digest {
                     Some(digest) if !digest.is_empty() => digest,
                     // Old tags may lack a digest in the API; ask the registry instead of guessing.
-                    _ => match self.registry.resolve(self.target, &tag.name)? {
-                        Some(digest) => digest,
+                    _ => match self.repo.resolve(&tag.name)? {
+                        Some(digest) => digest.to_string(),
                         None => continue,
                     },
                 };
@@ -175,11 +175,11 @@ impl Backend for DockerHub<'_> {
                 "Docker Hub refuses to delete {digest}: a tag or another index still references it"
             ),
         };
-        match self.registry.delete(self.target, digest) {
+        match self.repo.delete(&digest.parse()?) {
             Ok(Removal::Refused { status: 403, .. }) => Ok(refused()),
-            // The registry client reports statuses it does not expect as errors; 403 is Docker Hub's answer here.
-            Err(err) if format!("{err:#}").contains("HTTP 403") => Ok(refused()),
-            Err(err) if format!("{err:#}").contains("HTTP 500") => Err(err.context(
+            // 403 is Docker Hub's answer here while a tag or index references the manifest, not a failure.
+            Err(err) if crate::exit::status_of(&err) == Some(403) => Ok(refused()),
+            Err(err) if crate::exit::status_of(&err) == Some(500) => Err(err.context(
                 "Docker Hub documents a 500 on manifest deletion as retried in the background; \
                  check again later with `cargo xtask image prune`",
             )),

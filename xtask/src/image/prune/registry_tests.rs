@@ -6,10 +6,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::oci::{children, digest_of, Fetched, Registry};
-use super::testing::{image, index, Build, Plain, Request, Response, Server, TestRegistry};
+use super::testing::{image, index, repo, Build, Fixture, Request, Response, Server, TestRegistry};
 use super::{remove_superseded, remove_untagged, Access, Backend, Kind, PruneReport, Removal};
-use crate::registry::{Credentials, Reference};
+use crate::oci::media_type::{DOCKER_LIST, DOCKER_MANIFEST};
+use crate::oci::{Digest, Manifest};
+use crate::registry::{Credentials, Reference, Repo, Repository};
+
+fn digest_of(bytes: &[u8]) -> String {
+    Digest::of(bytes).to_string()
+}
+
+/// A digest the tests hold as text, typed.
+fn typed(digest: &str) -> Digest {
+    digest.parse().unwrap()
+}
 
 fn target(registry: &TestRegistry, repository: &str) -> Reference {
     Reference::parse(&format!("{}/{repository}", registry.address())).unwrap()
@@ -18,29 +28,28 @@ fn target(registry: &TestRegistry, repository: &str) -> Reference {
 /// What the manifest stage does for `latest`: note the old digest, push by digest, move the tags, check the new
 /// `latest` is live, then prune.
 fn release(
-    client: &dyn Registry,
-    plain: &Plain,
-    target: &Reference,
+    client: &dyn Repository,
+    plain: &Repo,
     access: &Access,
     build: &Build,
     extra_tags: &[&str],
 ) -> Option<PruneReport> {
-    let old = client.resolve(target, "latest").unwrap();
+    let old = client.resolve("latest").unwrap();
     // A racing release's prune may delete a child shared with this build between its push and the index's: the
     // registry then refuses the index, and the stage fails before moving any tag (all or nothing).
-    if let Err(err) = build.try_push(plain, target) {
+    if let Err(err) = build.try_push(plain) {
         assert!(err.contains("MANIFEST_BLOB_UNKNOWN"), "{err}");
         return None;
     }
     for tag in extra_tags {
-        build.tag(plain, target, tag);
+        build.tag(plain, tag);
     }
-    build.tag(plain, target, "latest");
+    build.tag(plain, "latest");
     // The manifest stage reads the tag back and stops, without pruning, if another release moved it meanwhile.
-    if client.resolve(target, "latest").unwrap() != Some(build.digest()) {
+    if client.resolve("latest").unwrap() != Some(typed(&build.digest())) {
         return None;
     }
-    old.map(|old| remove_superseded(client, target, access, &old, &build.digest()))
+    old.map(|old| remove_superseded(client, access, &old, &typed(&build.digest())))
 }
 
 fn sorted(items: impl IntoIterator<Item = String>) -> Vec<String> {
@@ -56,16 +65,17 @@ struct Poller {
 }
 
 impl Poller {
-    fn start(plain: Plain, target: Reference) -> Poller {
+    fn start(target: Reference) -> Poller {
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
         let handle = std::thread::spawn(move || {
+            let plain = repo(&target);
             let mut seen = Vec::new();
             while !stopping.load(Ordering::SeqCst) {
-                seen.push(plain.head(&target, "latest"));
+                seen.push(plain.head("latest"));
                 std::thread::sleep(Duration::from_millis(50));
             }
-            seen.push(plain.head(&target, "latest"));
+            seen.push(plain.head("latest"));
             seen
         });
         Poller {
@@ -84,17 +94,17 @@ impl Poller {
 fn three_releases_leave_one_latest_and_its_children() {
     let registry = TestRegistry::start();
     let target = target(&registry, "team/app");
-    let plain = Plain::default();
+    let plain = repo(&target);
     let access = Access::default();
     let builds = [Build::new("one"), Build::new("two"), Build::new("three")];
 
-    assert!(release(&plain, &plain, &target, &access, &builds[0], &[]).is_none());
-    let poller = Poller::start(plain.clone(), target.clone());
+    assert!(release(&plain, &plain, &access, &builds[0], &[]).is_none());
+    let poller = Poller::start(target.clone());
     let mut reports = Vec::new();
     for build in &builds[1..] {
         // Let the poller see the registry between and during the releases.
         std::thread::sleep(Duration::from_millis(120));
-        reports.push(release(&plain, &plain, &target, &access, build, &[]).unwrap());
+        reports.push(release(&plain, &plain, &access, build, &[]).unwrap());
     }
     std::thread::sleep(Duration::from_millis(120));
     let polls = poller.finish();
@@ -115,9 +125,9 @@ fn three_releases_leave_one_latest_and_its_children() {
         "exactly the latest index and its two children remain"
     );
     for old in &builds[..2] {
-        assert_eq!(plain.head(&target, &old.digest()), 404);
+        assert_eq!(plain.head(&old.digest()), 404);
         for child in old.children() {
-            assert_eq!(plain.head(&target, &child), 404);
+            assert_eq!(plain.head(&child), 404);
         }
     }
     assert!(polls.len() >= 5, "polled {} times", polls.len());
@@ -128,10 +138,9 @@ fn three_releases_leave_one_latest_and_its_children() {
     // A second run has nothing left to do, and says so without failing.
     let again = remove_superseded(
         &plain,
-        &target,
         &access,
-        &builds[1].digest(),
-        &last.digest(),
+        &typed(&builds[1].digest()),
+        &typed(&last.digest()),
     );
     assert!(!again.failed() && again.deleted.is_empty(), "{again:#?}");
     assert!(!again.warnings().is_empty());
@@ -141,7 +150,7 @@ fn three_releases_leave_one_latest_and_its_children() {
 fn version_tags_keep_what_they_use() {
     let registry = TestRegistry::start();
     let target = target(&registry, "team/app");
-    let plain = Plain::default();
+    let plain = repo(&target);
     let access = Access::default();
     let (a, b, c, d) = (
         Build::new("a"),
@@ -149,28 +158,28 @@ fn version_tags_keep_what_they_use() {
         Build::new("c"),
         Build::new("d"),
     );
-    release(&plain, &plain, &target, &access, &a, &[]);
+    release(&plain, &plain, &access, &a, &[]);
     // 1.0.0 is released from the same build as this `latest`: the very same index.
-    let report = release(&plain, &plain, &target, &access, &b, &["1.0.0"]).unwrap();
+    let report = release(&plain, &plain, &access, &b, &["1.0.0"]).unwrap();
     assert_eq!(report.deleted.len(), 3, "{report:#?}");
-    let report = release(&plain, &plain, &target, &access, &c, &[]).unwrap();
+    let report = release(&plain, &plain, &access, &c, &[]).unwrap();
     assert!(report.deleted.is_empty(), "{report:#?}");
     assert!(report
         .kept
         .iter()
         .any(|(d, why)| d == &b.digest() && why.contains("1.0.0")));
     for digest in std::iter::once(b.digest()).chain(b.children()) {
-        assert_eq!(plain.head(&target, &digest), 200, "1.0.0 keeps {digest}");
+        assert_eq!(plain.head(&digest), 200, "1.0.0 keeps {digest}");
     }
     // 2.0.0 is an index of its own over c's children: c's index can go, its children cannot.
     let other = index(&[&c.arm64, &c.amd64]);
-    plain.put_manifest(&target, "2.0.0", super::testing::DOCKER_LIST, &other);
-    let report = release(&plain, &plain, &target, &access, &d, &[]).unwrap();
+    plain.put("2.0.0", DOCKER_LIST, &other);
+    let report = release(&plain, &plain, &access, &d, &[]).unwrap();
     assert!(!report.failed(), "{report:#?}");
     assert_eq!(report.deleted, vec![c.digest()]);
-    assert_eq!(plain.head(&target, &c.digest()), 404);
+    assert_eq!(plain.head(&c.digest()), 404);
     for child in c.children() {
-        assert_eq!(plain.head(&target, &child), 200, "2.0.0 keeps {child}");
+        assert_eq!(plain.head(&child), 200, "2.0.0 keeps {child}");
     }
     let mut want = vec![b.digest(), d.digest(), digest_of(&other)];
     want.extend(b.children());
@@ -182,31 +191,37 @@ fn version_tags_keep_what_they_use() {
 /// A registry that runs a hook just before deleting a given digest: a release racing the prune, made
 /// deterministic.
 struct RaceAt<'a> {
-    inner: &'a Plain,
+    inner: &'a Repo,
     at: String,
     hook: Mutex<Option<Box<dyn FnOnce() + 'a>>>,
 }
 
-impl Registry for RaceAt<'_> {
-    fn tags(&self, t: &Reference) -> anyhow::Result<Vec<String>> {
-        self.inner.tags(t)
+impl Repository for RaceAt<'_> {
+    fn target(&self) -> &Reference {
+        self.inner.target()
     }
-    fn resolve(&self, t: &Reference, tag: &str) -> anyhow::Result<Option<String>> {
-        self.inner.resolve(t, tag)
+    fn manifest(&self, reference: &str) -> anyhow::Result<Option<Manifest>> {
+        self.inner.manifest(reference)
     }
-    fn fetch(&self, t: &Reference, r: &str) -> anyhow::Result<Option<Fetched>> {
-        self.inner.fetch(t, r)
+    fn resolve(&self, tag: &str) -> anyhow::Result<Option<Digest>> {
+        self.inner.resolve(tag)
     }
-    fn store(&self, t: &Reference, m: &Fetched) -> anyhow::Result<()> {
-        self.inner.store(t, m)
+    fn blob(&self, digest: &Digest) -> anyhow::Result<Option<Vec<u8>>> {
+        self.inner.blob(digest)
     }
-    fn delete(&self, t: &Reference, digest: &str) -> anyhow::Result<Removal> {
-        if digest == self.at {
+    fn put_manifest(&self, reference: &str, manifest: &Manifest) -> anyhow::Result<()> {
+        self.inner.put_manifest(reference, manifest)
+    }
+    fn tags(&self) -> anyhow::Result<Vec<String>> {
+        self.inner.tags()
+    }
+    fn delete(&self, digest: &Digest) -> anyhow::Result<Removal> {
+        if digest.as_str() == self.at {
             if let Some(hook) = self.hook.lock().unwrap().take() {
                 hook();
             }
         }
-        self.inner.delete(t, digest)
+        self.inner.delete(digest)
     }
 }
 
@@ -214,63 +229,56 @@ impl Registry for RaceAt<'_> {
 fn a_release_racing_the_prune_keeps_an_intact_latest() {
     let registry = TestRegistry::start();
     let target = target(&registry, "team/app");
-    let plain = Plain::default();
+    let plain = repo(&target);
     let access = Access::default();
     let x = Build::new("x");
     let a = Build::new("a");
     // The racing release reuses x's amd64 image (an unchanged platform rebuilds to the same digest).
     let racer = Build::from(image("amd64", "x"), image("arm64", "racer"));
-    release(&plain, &plain, &target, &access, &x, &[]);
-    a.push(&plain, &target);
-    a.tag(&plain, &target, "latest");
+    release(&plain, &plain, &access, &x, &[]);
+    a.push(&plain);
+    a.tag(&plain, "latest");
     // Just before the prune deletes x's amd64 child, the racer publishes an index listing it and moves latest.
     let racing = RaceAt {
         inner: &plain,
         at: x.amd64.digest(),
         hook: Mutex::new(Some(Box::new(|| {
-            racer.push(&plain, &target);
-            racer.tag(&plain, &target, "latest");
+            racer.push(&plain);
+            racer.tag(&plain, "latest");
         }))),
     };
-    let report = remove_superseded(&racing, &target, &access, &x.digest(), &a.digest());
+    let report = remove_superseded(&racing, &access, &typed(&x.digest()), &typed(&a.digest()));
     assert!(!report.failed(), "{report:#?}");
     assert_eq!(report.restored, vec![x.amd64.digest()], "{report:#?}");
-    assert_eq!(
-        plain.resolve(&target, "latest").unwrap(),
-        Some(racer.digest())
-    );
+    assert_eq!(plain.digest_of_tag("latest"), Some(racer.digest()));
     for child in racer.children() {
-        assert_eq!(plain.head(&target, &child), 200, "latest's child {child}");
+        assert_eq!(plain.head(&child), 200, "latest's child {child}");
     }
-    assert_eq!(plain.head(&target, &x.digest()), 404);
-    assert_eq!(plain.head(&target, &x.arm64.digest()), 404);
+    assert_eq!(plain.head(&x.digest()), 404);
+    assert_eq!(plain.head(&x.arm64.digest()), 404);
 }
 
 #[test]
 fn two_releases_racing_end_with_an_intact_latest() {
     let registry = TestRegistry::start();
     let target = target(&registry, "team/app");
-    let plain = Plain::default();
+    let plain = repo(&target);
     let access = Access::default();
-    release(&plain, &plain, &target, &access, &Build::new("base"), &[]);
+    release(&plain, &plain, &access, &Build::new("base"), &[]);
     for round in 0..4 {
         // Both builds share the amd64 image with the base, so one's prune can hit the other's child.
         let barrier = Arc::new(std::sync::Barrier::new(2));
         let handles: Vec<_> = ["left", "right"]
             .into_iter()
             .map(|side| {
-                let (plain, target, access, barrier) = (
-                    plain.clone(),
-                    target.clone(),
-                    access.clone(),
-                    barrier.clone(),
-                );
+                let (target, access, barrier) = (target.clone(), access.clone(), barrier.clone());
                 std::thread::spawn(move || {
+                    let plain = repo(&target);
                     let seed = format!("{side}-{round}");
                     let shared = if round % 2 == 0 { "base" } else { "shared" };
                     let build = Build::from(image("amd64", shared), image("arm64", &seed));
                     barrier.wait();
-                    release(&plain, &plain, &target, &access, &build, &[])
+                    release(&plain, &plain, &access, &build, &[])
                 })
             })
             .collect();
@@ -279,10 +287,10 @@ fn two_releases_racing_end_with_an_intact_latest() {
                 assert!(!report.failed(), "round {round}: {report:#?}");
             }
         }
-        let latest = plain.fetch(&target, "latest").unwrap().expect("latest");
-        for child in children(&latest).unwrap() {
+        let (_, children) = plain.read("latest").expect("latest");
+        for child in children {
             assert_eq!(
-                plain.head(&target, &child),
+                plain.head(&child),
                 200,
                 "round {round}: child {child} of latest"
             );
@@ -305,10 +313,10 @@ fn deletion_disabled_is_reported_not_fatal() {
         forward(&real, request)
     });
     let target = Reference::parse(&format!("{}/team/app", proxy.address)).unwrap();
-    let plain = Plain::default();
+    let plain = repo(&target);
     let (a, b) = (Build::new("a"), Build::new("b"));
-    release(&plain, &plain, &target, &Access::default(), &a, &[]);
-    let report = release(&plain, &plain, &target, &Access::default(), &b, &[]).unwrap();
+    release(&plain, &plain, &Access::default(), &a, &[]);
+    let report = release(&plain, &plain, &Access::default(), &b, &[]).unwrap();
     assert!(report.failed() && report.deleted.is_empty(), "{report:#?}");
     assert!(
         report.failures[0].contains("storage.delete.enabled"),
@@ -325,7 +333,7 @@ fn deletion_disabled_is_reported_not_fatal() {
         "{report:#?}"
     );
     for child in a.children() {
-        assert_eq!(plain.head(&target, &child), 200);
+        assert_eq!(plain.head(&child), 200);
     }
 }
 
@@ -403,7 +411,7 @@ impl Packages {
     }
 
     /// Mirrors the registry: every manifest pushed is a version (ids in push order), tags as the registry has them.
-    fn sync(&mut self, plain: &Plain, target: &Reference, pushed: &[String]) {
+    fn sync(&mut self, plain: &Repo, pushed: &[String]) {
         for digest in pushed {
             if !self.versions.iter().any(|v| &v.name == digest) {
                 self.next_id += 7;
@@ -416,8 +424,8 @@ impl Packages {
             }
         }
         let mut tags: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for tag in plain.tags(target).unwrap() {
-            let digest = plain.resolve(target, &tag).unwrap().unwrap();
+        for tag in plain.tags().unwrap() {
+            let digest = plain.digest_of_tag(&tag).unwrap();
             tags.entry(digest).or_default().push(tag);
         }
         for version in &mut self.versions {
@@ -550,7 +558,7 @@ fn ghcr_prunes_package_versions_through_the_api() {
     for owner_type in ["Organization", "User"] {
         let registry = TestRegistry::start();
         let target = target(&registry, "acme/team/app");
-        let plain = Plain::default();
+        let plain = repo(&target);
         let state = Arc::new(Mutex::new(Packages {
             owner: "acme".into(),
             owner_type: owner_type.into(),
@@ -563,7 +571,7 @@ fn ghcr_prunes_package_versions_through_the_api() {
         let fillers: Vec<String> = (0..110)
             .map(|i| digest_of(format!("filler {i}").as_bytes()))
             .collect();
-        state.lock().unwrap().sync(&plain, &target, &fillers);
+        state.lock().unwrap().sync(&plain, &fillers);
         let api = packages_api(state.clone());
         let access = Access {
             github_api: api.url(),
@@ -579,21 +587,21 @@ fn ghcr_prunes_package_versions_through_the_api() {
             all
         };
 
-        release(&plain, &plain, &target, &access, &a, &["1.0.0"]);
-        state.lock().unwrap().sync(&plain, &target, &pushed(&a));
+        release(&plain, &plain, &access, &a, &["1.0.0"]);
+        state.lock().unwrap().sync(&plain, &pushed(&a));
         // a is still tagged 1.0.0: nothing may go.
-        b.push(&plain, &target);
-        b.tag(&plain, &target, "latest");
-        state.lock().unwrap().sync(&plain, &target, &pushed(&b));
-        let report = remove_superseded(&plain, &target, &access, &a.digest(), &b.digest());
+        b.push(&plain);
+        b.tag(&plain, "latest");
+        state.lock().unwrap().sync(&plain, &pushed(&b));
+        let report = remove_superseded(&plain, &access, &typed(&a.digest()), &typed(&b.digest()));
         assert!(!report.failed() && report.deleted.is_empty(), "{report:#?}");
         assert!(state.lock().unwrap().deletes().is_empty());
 
         // c shares b's amd64 image: b's index and arm64 image go, by version id, index first.
-        c.push(&plain, &target);
-        c.tag(&plain, &target, "latest");
-        state.lock().unwrap().sync(&plain, &target, &pushed(&c));
-        let report = remove_superseded(&plain, &target, &access, &b.digest(), &c.digest());
+        c.push(&plain);
+        c.tag(&plain, "latest");
+        state.lock().unwrap().sync(&plain, &pushed(&c));
+        let report = remove_superseded(&plain, &access, &typed(&b.digest()), &typed(&c.digest()));
         assert!(!report.failed(), "{report:#?}");
         assert_eq!(report.deleted, vec![b.digest(), b.arm64.digest()]);
         let (deletes, requests, ids) = {
@@ -616,20 +624,20 @@ fn ghcr_prunes_package_versions_through_the_api() {
             "the second page of versions was read: {requests:#?}"
         );
         // GHCR's registry DELETE answers 405, so it is never used: the registry itself still holds b.
-        assert_eq!(plain.head(&target, &b.digest()), 200);
+        assert_eq!(plain.head(&b.digest()), 200);
 
         // GitHub refuses with 400 (the last tagged version): reported, and the index's children are left alone.
         let d = Build::new("d");
-        d.push(&plain, &target);
-        d.tag(&plain, &target, "latest");
+        d.push(&plain);
+        d.tag(&plain, "latest");
         {
             let mut s = state.lock().unwrap();
-            s.sync(&plain, &target, &pushed(&d));
+            s.sync(&plain, &pushed(&d));
             let id = s.id_of(&c.digest());
             s.refuse.insert(id);
         }
         let before = state.lock().unwrap().deletes().len();
-        let report = remove_superseded(&plain, &target, &access, &c.digest(), &d.digest());
+        let report = remove_superseded(&plain, &access, &typed(&c.digest()), &typed(&d.digest()));
         assert!(report.failed(), "{report:#?}");
         assert!(
             report.failures[0].contains("400")
@@ -650,7 +658,7 @@ fn ghcr_prunes_package_versions_through_the_api() {
 fn ghcr_image_prune_lists_then_removes_untagged_clutter() {
     let registry = TestRegistry::start();
     let target = target(&registry, "acme/app");
-    let plain = Plain::default();
+    let plain = repo(&target);
     let state = Arc::new(Mutex::new(Packages {
         owner: "acme".into(),
         owner_type: "User".into(),
@@ -669,26 +677,21 @@ fn ghcr_image_prune_lists_then_removes_untagged_clutter() {
     let stray = Build::from(image("amd64", "live"), image("arm64", "stray"));
     let lone = image("arm64", "lone");
     for build in [&stray, &live] {
-        build.push(&plain, &target);
+        build.push(&plain);
     }
     for blob in &lone.blobs {
-        plain.push_blob(&target, blob);
+        plain.push_blob(blob);
     }
-    plain.put_manifest(
-        &target,
-        &lone.digest(),
-        super::testing::DOCKER_MANIFEST,
-        &lone.manifest,
-    );
-    live.tag(&plain, &target, "latest");
+    plain.put(&lone.digest(), DOCKER_MANIFEST, &lone.manifest);
+    live.tag(&plain, "latest");
     let mut pushed: Vec<String> = stray.children().to_vec();
     pushed.push(stray.digest());
     pushed.extend(live.children());
     pushed.push(live.digest());
     pushed.push(lone.digest());
-    state.lock().unwrap().sync(&plain, &target, &pushed);
+    state.lock().unwrap().sync(&plain, &pushed);
 
-    let listed = remove_untagged(&plain, &target, &access, &[], false);
+    let listed = remove_untagged(&plain, &access, &[], false);
     assert!(!listed.failed(), "{listed:#?}");
     let want = vec![stray.digest(), stray.arm64.digest(), lone.digest()];
     assert_eq!(sorted(listed.would_delete.clone()), sorted(want.clone()));
@@ -706,7 +709,7 @@ fn ghcr_image_prune_lists_then_removes_untagged_clutter() {
         .position(|d| d == &stray.arm64.digest());
     assert!(index_first < child_after, "{listed:#?}");
 
-    let done = remove_untagged(&plain, &target, &access, &[], true);
+    let done = remove_untagged(&plain, &access, &[], true);
     assert!(!done.failed(), "{done:#?}");
     assert_eq!(sorted(done.deleted.clone()), sorted(want));
     let s = state.lock().unwrap();
@@ -741,29 +744,24 @@ struct Hub {
 impl Hub {
     /// Tags, their digests and platform images: as the API shows them (`lag`), or as the registry has them.
     fn tags_live(&self, lag: bool) -> Vec<(String, String, Vec<String>)> {
-        let plain = Plain::default();
         let target = Reference::parse(&format!("{}/{}", self.upstream, self.repository)).unwrap();
+        let plain = repo(&target);
         let mut out = Vec::new();
-        for tag in plain.tags(&target).unwrap() {
-            let manifest = plain.fetch(&target, &tag).unwrap().unwrap();
-            let kids = children(&manifest).unwrap();
+        for tag in plain.tags().unwrap() {
+            let (digest, kids) = plain.read(&tag).unwrap();
             let images = if kids.is_empty() {
-                vec![manifest.digest.clone()]
+                vec![digest.clone()]
             } else {
                 kids
             };
             let digest = match self.lagging.get(&tag).filter(|_| lag) {
                 Some(old) => {
                     // It may be deleted already; the API still shows it, with whatever it knew.
-                    let kids = plain
-                        .fetch(&target, old)
-                        .unwrap()
-                        .map(|m| children(&m).unwrap())
-                        .unwrap_or_default();
+                    let kids = plain.read(old).map(|(_, kids)| kids).unwrap_or_default();
                     out.push((tag, old.clone(), kids));
                     continue;
                 }
-                None => manifest.digest,
+                None => digest,
             };
             out.push((tag, digest, images));
         }
@@ -844,9 +842,9 @@ impl Hub {
             .unwrap_or_default()
             .to_owned();
         let referenced = self.tags_live(false).iter().any(|(_, d, _)| d == &digest) || {
-            let plain = Plain::default();
             let target =
                 Reference::parse(&format!("{}/{}", self.upstream, self.repository)).unwrap();
+            let plain = repo(&target);
             let dir = self.storage.join(format!(
                 "docker/registry/v2/repositories/{}/_manifests/revisions/sha256",
                 self.repository
@@ -860,10 +858,8 @@ impl Hub {
                     other != digest
                         && entry.path().join("link").exists()
                         && plain
-                            .fetch(&target, &other)
-                            .ok()
-                            .flatten()
-                            .is_some_and(|m| children(&m).unwrap_or_default().contains(&digest))
+                            .read(&other)
+                            .is_some_and(|(_, kids)| kids.contains(&digest))
                 })
         };
         let response = if referenced {
@@ -907,7 +903,7 @@ fn docker_hub_lists_tags_through_its_api_and_deletes_through_the_registry() {
         Server::start(move |request| hub.lock().unwrap().registry(request))
     };
     let target = Reference::parse(&format!("{}/acme/app", registry.address)).unwrap();
-    let plain = Plain::default();
+    let plain = repo(&target);
     let access = Access {
         dockerhub_api: api.url(),
         dockerhub_login: Some(Credentials::new("acme-ci", "dckr_pat_test")),
@@ -916,14 +912,14 @@ fn docker_hub_lists_tags_through_its_api_and_deletes_through_the_registry() {
     };
     // 105 version tags on one old build: more than one page of the tag list.
     let v = Build::new("v");
-    v.push(&plain, &target);
+    v.push(&plain);
     for n in 1..=105 {
-        v.tag(&plain, &target, &format!("0.0.{n}"));
+        v.tag(&plain, &format!("0.0.{n}"));
     }
     let a = Build::from(image("amd64", "v"), image("arm64", "a"));
     let b = Build::new("b");
-    release(&plain, &plain, &target, &access, &a, &[]);
-    let report = release(&plain, &plain, &target, &access, &b, &[]).unwrap();
+    release(&plain, &plain, &access, &a, &[]);
+    let report = release(&plain, &plain, &access, &b, &[]).unwrap();
     assert!(!report.failed(), "{report:#?}");
     assert_eq!(report.deleted, vec![a.digest(), a.arm64.digest()]);
     {
@@ -941,15 +937,15 @@ fn docker_hub_lists_tags_through_its_api_and_deletes_through_the_registry() {
         );
     }
     for child in v.children() {
-        assert_eq!(plain.head(&target, &child), 200);
+        assert_eq!(plain.head(&child), 200);
     }
     // Run again: the old index is gone (404 when read), which is a note, not a failure, and deletes nothing.
-    let again = remove_superseded(&plain, &target, &access, &a.digest(), &b.digest());
+    let again = remove_superseded(&plain, &access, &typed(&a.digest()), &typed(&b.digest()));
     assert!(!again.failed() && again.deleted.is_empty(), "{again:#?}");
     assert_eq!(hub.lock().unwrap().deletes.len(), 2);
 
     // The backend's own answers: 403 for a tagged or listed manifest is a refusal, 404 is "already gone".
-    let mut backend = super::dockerhub::DockerHub::new(&api.url(), None, &plain, &target).unwrap();
+    let mut backend = super::dockerhub::DockerHub::new(&api.url(), None, &plain).unwrap();
     let cases = [
         (b.digest(), "tagged"),
         (v.amd64.digest(), "listed by a tagged index"),
@@ -968,13 +964,13 @@ fn docker_hub_lists_tags_through_its_api_and_deletes_through_the_registry() {
     assert_eq!(backend.delete(&a.digest()).unwrap(), Removal::Gone);
     // The API still shows `latest` on the index it just left: the registry's answer wins, so it still goes.
     let c = Build::new("c");
-    c.push(&plain, &target);
-    c.tag(&plain, &target, "latest");
+    c.push(&plain);
+    c.tag(&plain, "latest");
     hub.lock()
         .unwrap()
         .lagging
         .insert("latest".into(), b.digest());
-    let report = remove_superseded(&plain, &target, &access, &b.digest(), &c.digest());
+    let report = remove_superseded(&plain, &access, &typed(&b.digest()), &typed(&c.digest()));
     hub.lock().unwrap().lagging.clear();
     assert!(!report.failed(), "{report:#?}");
     assert_eq!(
@@ -988,6 +984,6 @@ fn docker_hub_lists_tags_through_its_api_and_deletes_through_the_registry() {
         ..access.clone()
     };
     let d = Build::new("d");
-    let report = release(&plain, &plain, &target, &anonymous, &d, &[]).unwrap();
+    let report = release(&plain, &plain, &anonymous, &d, &[]).unwrap();
     assert!(report.failed() && report.deleted.is_empty(), "{report:#?}");
 }

@@ -1,5 +1,6 @@
-//! Test support for pruning: a real distribution registry per test, a plain client for it (anonymous, loopback),
-//! synthetic multi-platform images, and a tiny HTTP server for the stand-ins of GitHub's and Docker Hub's APIs.
+//! Test support for pruning: a real distribution registry per test, the pipeline's client for it (anonymous,
+//! loopback), synthetic multi-platform images, and a tiny HTTP server for the stand-ins of GitHub's and Docker
+//! Hub's APIs.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -8,16 +9,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::oci::{digest_of, Fetched, Registry};
-use super::Removal;
-use crate::image::local_registry::{find_binary, LocalRegistry, Runner};
-use crate::registry::Reference;
+use std::rc::Rc;
 
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-const ACCEPT: &str = "application/vnd.docker.distribution.manifest.list.v2+json, \
-    application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.index.v1+json, \
-    application/vnd.oci.image.manifest.v1+json";
+use crate::image::local_registry::{find_binary, LocalRegistry, Runner};
+use crate::oci::media_type::{DOCKER_LIST, DOCKER_MANIFEST};
+use crate::oci::{Digest, Manifest};
+use crate::registry::retry::Policy;
+use crate::registry::{Options, Reference, Registry, Repo, Repository};
+
+fn digest_of(bytes: &[u8]) -> String {
+    Digest::of(bytes).to_string()
+}
 
 /// A distribution registry (deletion enabled) that stops and removes its storage when dropped.
 pub struct TestRegistry {
@@ -75,212 +77,74 @@ impl Drop for TestRegistry {
     }
 }
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into()
-}
-
-/// An anonymous client for a loopback registry: enough to push synthetic images and to prune.
-#[derive(Clone)]
-pub struct Plain {
-    agent: ureq::Agent,
-}
-
-impl Default for Plain {
-    fn default() -> Self {
-        Plain { agent: agent() }
+/// The pipeline's own registry client for a loopback test registry: anonymous, with quick retries (a read racing
+/// a write of the same tag can fail with a 500 for an instant in distribution, which the client retries).
+pub fn repo(target: &Reference) -> Repo {
+    let options = Options {
+        policy: Policy::with_base_ms(Some("20")),
+        ..Options::default()
+    };
+    Repo {
+        client: Rc::new(Registry::new(target, None, options)),
+        target: target.clone(),
     }
 }
 
-fn base(target: &Reference) -> String {
-    format!("{}/v2/{}", target.base_url(&[]), target.repository)
-}
-
-impl Plain {
-    /// Retries a 500 a few times, as the registry client does: distribution rewrites a tag's link file in place, so
-    /// a read racing a write of the same tag can fail for an instant, and of two racing deletes of one manifest the
-    /// loser may get a 500 before the 404.
-    fn retrying(
-        &self,
-        call: impl Fn() -> Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-    ) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
-        let mut answer = call();
-        for _ in 0..5 {
-            if !matches!(&answer, Ok(a) if a.status() == 500) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-            answer = call();
-        }
-        answer
-    }
-
-    pub fn push_blob(&self, target: &Reference, bytes: &[u8]) -> String {
-        let digest = digest_of(bytes);
-        let url = format!("{}/blobs/{digest}", base(target));
-        if self.agent.head(&url).call().unwrap().status() == 200 {
-            return digest;
-        }
-        let started = self
-            .agent
-            .post(&format!("{}/blobs/uploads/", base(target)))
-            .send_empty()
-            .unwrap();
-        assert_eq!(started.status(), 202, "start upload");
-        let location = started.headers()["location"].to_str().unwrap().to_owned();
-        let location = if location.starts_with('/') {
-            format!("{}{location}", target.base_url(&[]))
-        } else {
-            location
-        };
-        let sep = if location.contains('?') { '&' } else { '?' };
-        let done = self
-            .agent
-            .put(&format!("{location}{sep}digest={digest}"))
-            .header("Content-Type", "application/octet-stream")
-            .send(bytes)
-            .unwrap();
-        assert_eq!(done.status(), 201, "finish upload of {digest}");
-        digest
-    }
-
-    pub fn put_manifest(
-        &self,
-        target: &Reference,
-        reference: &str,
-        media_type: &str,
-        bytes: &[u8],
-    ) {
-        if let Err(err) = self.try_put_manifest(target, reference, media_type, bytes) {
+/// What the tests do to a repository besides what the prune stage does: push synthetic images, look things up.
+pub trait Fixture: Repository {
+    /// Uploads `bytes` as a blob (nothing if it is there); returns its digest.
+    fn push_blob(&self, bytes: &[u8]) -> String;
+    /// PUT a manifest under a digest or tag; the registry's refusal as text.
+    fn try_put(&self, reference: &str, media_type: &str, bytes: &[u8]) -> Result<(), String>;
+    fn put(&self, reference: &str, media_type: &str, bytes: &[u8]) {
+        if let Err(err) = self.try_put(reference, media_type, bytes) {
             panic!("{err}");
         }
     }
-
-    pub fn try_put_manifest(
-        &self,
-        target: &Reference,
-        reference: &str,
-        media_type: &str,
-        bytes: &[u8],
-    ) -> Result<(), String> {
-        let mut answer = self
-            .agent
-            .put(&format!("{}/manifests/{reference}", base(target)))
-            .header("Content-Type", media_type)
-            .send(bytes)
-            .map_err(|err| err.to_string())?;
-        let status = answer.status();
-        let body = answer.body_mut().read_to_string().unwrap_or_default();
-        if status == 201 {
-            Ok(())
-        } else {
-            Err(format!("PUT manifests/{reference}: {status} {body}"))
+    /// 200 when the registry has the manifest, 404 when not.
+    fn head(&self, reference: &str) -> u16 {
+        match self.manifest(reference).unwrap() {
+            Some(_) => 200,
+            None => 404,
         }
     }
-
-    pub fn head(&self, target: &Reference, reference: &str) -> u16 {
-        self.agent
-            .head(&format!("{}/manifests/{reference}", base(target)))
-            .header("Accept", ACCEPT)
-            .call()
-            .unwrap()
-            .status()
-            .as_u16()
+    /// The digest a tag names.
+    fn digest_of_tag(&self, tag: &str) -> Option<String> {
+        self.resolve(tag).unwrap().map(|d| d.to_string())
+    }
+    /// The digest of a manifest and what it lists (empty for an image).
+    fn read(&self, reference: &str) -> Option<(String, Vec<String>)> {
+        let manifest = self.manifest(reference).unwrap()?;
+        let children = manifest.children().unwrap();
+        Some((
+            manifest.digest.to_string(),
+            children.iter().map(ToString::to_string).collect(),
+        ))
     }
 }
 
-impl Registry for Plain {
-    fn tags(&self, target: &Reference) -> anyhow::Result<Vec<String>> {
-        #[derive(serde::Deserialize)]
-        struct List {
-            tags: Option<Vec<String>>,
-        }
-        let mut answer = self
-            .agent
-            .get(&format!("{}/tags/list", base(target)))
-            .call()?;
-        match answer.status().as_u16() {
-            404 => Ok(Vec::new()),
-            200 => {
-                let list: List = serde_json::from_str(&answer.body_mut().read_to_string()?)?;
-                Ok(list.tags.unwrap_or_default())
-            }
-            status => anyhow::bail!("tags/list answered {status}"),
-        }
+impl Fixture for Repo {
+    fn push_blob(&self, bytes: &[u8]) -> String {
+        // One file per upload: racing releases push the same blob at once.
+        static UPLOADS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let digest = Digest::of(bytes);
+        let path = std::env::temp_dir().join(format!(
+            "xtask-prune-blob-{}-{}",
+            std::process::id(),
+            UPLOADS.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::write(&path, bytes).unwrap();
+        let pushed = self
+            .client
+            .push_blob(&self.target.repository, &digest, &path, None);
+        let _ = std::fs::remove_file(&path);
+        pushed.unwrap();
+        digest.to_string()
     }
 
-    fn resolve(&self, target: &Reference, tag: &str) -> anyhow::Result<Option<String>> {
-        let answer = self.retrying(|| {
-            self.agent
-                .head(&format!("{}/manifests/{tag}", base(target)))
-                .header("Accept", ACCEPT)
-                .call()
-        })?;
-        match answer.status().as_u16() {
-            404 => Ok(None),
-            200 => Ok(Some(
-                answer.headers()["docker-content-digest"]
-                    .to_str()?
-                    .to_owned(),
-            )),
-            status => anyhow::bail!("HEAD manifests/{tag} answered {status}"),
-        }
-    }
-
-    fn fetch(&self, target: &Reference, reference: &str) -> anyhow::Result<Option<Fetched>> {
-        let mut answer = self.retrying(|| {
-            self.agent
-                .get(&format!("{}/manifests/{reference}", base(target)))
-                .header("Accept", ACCEPT)
-                .call()
-        })?;
-        match answer.status().as_u16() {
-            404 => Ok(None),
-            200 => {
-                let media_type = answer
-                    .headers()
-                    .get("content-type")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_owned();
-                let bytes = answer.body_mut().read_to_vec()?;
-                Ok(Some(Fetched {
-                    digest: digest_of(&bytes),
-                    media_type,
-                    bytes,
-                }))
-            }
-            status => anyhow::bail!("GET manifests/{reference} answered {status}"),
-        }
-    }
-
-    fn store(&self, target: &Reference, manifest: &Fetched) -> anyhow::Result<()> {
-        let answer = self
-            .agent
-            .put(&format!("{}/manifests/{}", base(target), manifest.digest))
-            .header("Content-Type", &manifest.media_type)
-            .send(&manifest.bytes[..])?;
-        anyhow::ensure!(answer.status() == 201, "PUT answered {}", answer.status());
-        Ok(())
-    }
-
-    fn delete(&self, target: &Reference, digest: &str) -> anyhow::Result<Removal> {
-        let mut answer = self.retrying(|| {
-            self.agent
-                .delete(&format!("{}/manifests/{digest}", base(target)))
-                .call()
-        })?;
-        Ok(match answer.status().as_u16() {
-            200 | 202 => Removal::Deleted,
-            404 => Removal::Gone,
-            status => Removal::Refused {
-                status,
-                message: answer.body_mut().read_to_string().unwrap_or_default(),
-            },
-        })
+    fn try_put(&self, reference: &str, media_type: &str, bytes: &[u8]) -> Result<(), String> {
+        self.put_manifest(reference, &Manifest::new(media_type, bytes.to_vec()))
+            .map_err(|err| format!("PUT manifests/{reference}: {err:#}"))
     }
 }
 
@@ -368,25 +232,25 @@ impl Build {
     }
 
     /// Pushes children and the index by digest, as the push and manifest stages do; no tag.
-    pub fn push(&self, client: &Plain, target: &Reference) {
-        if let Err(err) = self.try_push(client, target) {
+    pub fn push(&self, repo: &Repo) {
+        if let Err(err) = self.try_push(repo) {
             panic!("{err}");
         }
     }
 
     /// Pushes, or says why the registry refused the index (its children went missing meanwhile).
-    pub fn try_push(&self, client: &Plain, target: &Reference) -> Result<(), String> {
+    pub fn try_push(&self, repo: &Repo) -> Result<(), String> {
         for image in [&self.amd64, &self.arm64] {
             for blob in &image.blobs {
-                client.push_blob(target, blob);
+                repo.push_blob(blob);
             }
-            client.try_put_manifest(target, &image.digest(), DOCKER_MANIFEST, &image.manifest)?;
+            repo.try_put(&image.digest(), DOCKER_MANIFEST, &image.manifest)?;
         }
-        client.try_put_manifest(target, &self.digest(), DOCKER_LIST, &self.index)
+        repo.try_put(&self.digest(), DOCKER_LIST, &self.index)
     }
 
-    pub fn tag(&self, client: &Plain, target: &Reference, tag: &str) {
-        client.put_manifest(target, tag, DOCKER_LIST, &self.index);
+    pub fn tag(&self, repo: &Repo, tag: &str) {
+        repo.put(tag, DOCKER_LIST, &self.index);
     }
 }
 

@@ -1,0 +1,195 @@
+//! The facts of one `cargo xtask` run, gathered once at the edge and passed down: the shell, the project root and
+//! target directory, the image configuration, the GitHub step files, the credential environment, the git facts,
+//! and the registry clients (one per host, credentials looked up once). Stages read these; none of them reads the
+//! process environment, runs `cargo metadata` or asks git again.
+
+use std::cell::OnceCell;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use xshell::{cmd, Shell};
+
+use crate::config::ImageConfig;
+use crate::exit;
+use crate::github::Github;
+use crate::registry::{Env, Options, Registries};
+
+pub struct Session {
+    pub sh: Shell,
+    /// The workspace root: the build context, and where `cargo xtask` runs its commands.
+    pub root: PathBuf,
+    /// `$CARGO_TARGET_DIR` (relative to the root) or `<root>/target`.
+    pub target_dir: PathBuf,
+    pub github: Github,
+    pub registries: Registries,
+    /// `$SOURCE_DATE_EPOCH` as given.
+    source_date_epoch: Option<String>,
+    config: OnceCell<ImageConfig>,
+    git: OnceCell<Git>,
+}
+
+/// What git says about the checkout, read on first use (a `push` of an export needs none of it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Git {
+    /// `git rev-parse HEAD`; `None` outside a git checkout.
+    pub head: Option<String>,
+    /// HEAD's committer time, seconds since the epoch.
+    pub commit_time: Option<u64>,
+    /// The branch checked out (`None`: detached HEAD).
+    pub branch: Option<String>,
+    /// `git status --porcelain` lines: anything uncommitted, untracked files included.
+    pub changes: Vec<String>,
+}
+
+impl Session {
+    /// Reads the process environment once. `root` is the workspace root.
+    pub fn new(root: PathBuf) -> anyhow::Result<Session> {
+        let sh = Shell::new()?;
+        sh.change_dir(&root);
+        let target_dir = target_dir(&root, std::env::var_os("CARGO_TARGET_DIR").as_deref());
+        Ok(Session {
+            sh,
+            target_dir,
+            root,
+            github: Github::from_env(),
+            registries: Registries::new(Env::from_process(), Options::from_env(Vec::new())),
+            source_date_epoch: std::env::var("SOURCE_DATE_EPOCH")
+                .ok()
+                .filter(|v| !v.trim().is_empty()),
+            config: OnceCell::new(),
+            git: OnceCell::new(),
+        })
+    }
+
+    /// `[package.metadata.image]`, read through `cargo metadata` on first use.
+    pub fn config(&self) -> anyhow::Result<&ImageConfig> {
+        if let Some(config) = self.config.get() {
+            return Ok(config);
+        }
+        let config = ImageConfig::load(&self.sh)?;
+        Ok(self.config.get_or_init(|| config))
+    }
+
+    /// The git facts, read on first use.
+    pub fn git(&self) -> anyhow::Result<&Git> {
+        if let Some(git) = self.git.get() {
+            return Ok(git);
+        }
+        let git = Git::read(&self.sh)?;
+        Ok(self.git.get_or_init(|| git))
+    }
+
+    /// The image's creation time, seconds since the epoch: `$SOURCE_DATE_EPOCH`, else HEAD's commit time, so the
+    /// same commit always gets the same `created` label; `None` outside a git checkout.
+    pub fn created(&self) -> anyhow::Result<Option<u64>> {
+        match &self.source_date_epoch {
+            Some(value) => value.trim().parse().map(Some).map_err(|_| {
+                exit::invalid(format!(
+                    "SOURCE_DATE_EPOCH={value:?} is not whole seconds since 1970-01-01; unset it or fix it"
+                ))
+            }),
+            None => Ok(self.git()?.commit_time),
+        }
+    }
+
+    /// Where `image build` exports `platform` and `image push` reads it.
+    pub fn export_dir(&self, platform: crate::oci::Platform) -> PathBuf {
+        self.target_dir.join("image").join(platform.dir_name())
+    }
+}
+
+/// `$CARGO_TARGET_DIR`, made absolute against the root, or `<root>/target`.
+pub fn target_dir(root: &Path, cargo_target_dir: Option<&std::ffi::OsStr>) -> PathBuf {
+    match cargo_target_dir {
+        Some(dir) if !dir.is_empty() => root.join(dir),
+        _ => root.join("target"),
+    }
+}
+
+impl Git {
+    fn read(sh: &Shell) -> anyhow::Result<Git> {
+        let read = |out: xshell::Result<String>| {
+            out.ok()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+        };
+        let head = read(
+            cmd!(sh, "git rev-parse HEAD")
+                .quiet()
+                .ignore_stderr()
+                .read(),
+        );
+        if head.is_none() {
+            return Ok(Git::default());
+        }
+        let commit_time = match read(
+            cmd!(sh, "git log -1 --format=%ct")
+                .quiet()
+                .ignore_stderr()
+                .read(),
+        ) {
+            Some(time) => Some(time.parse().map_err(|_| {
+                exit::invalid(format!(
+                    "git gave a commit time {time:?} that is not a number"
+                ))
+            })?),
+            None => None,
+        };
+        let branch = read(
+            cmd!(sh, "git symbolic-ref --short -q HEAD")
+                .quiet()
+                .ignore_stderr()
+                .read(),
+        );
+        let status = cmd!(sh, "git status --porcelain")
+            .quiet()
+            .read()
+            .context("run git status")?;
+        Ok(Git {
+            head,
+            commit_time,
+            branch,
+            changes: status
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_owned)
+                .collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_dirs() {
+        let root = Path::new("/src/app");
+        let cases = [
+            (None, "/src/app/target"),
+            (Some(""), "/src/app/target"),
+            (Some("out"), "/src/app/out"),
+            (Some("/tmp/t"), "/tmp/t"),
+        ];
+        for (var, want) in cases {
+            let var = var.map(std::ffi::OsStr::new);
+            assert_eq!(target_dir(root, var), Path::new(want), "{var:?}");
+        }
+    }
+
+    #[test]
+    fn reads_this_checkout_once() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let session = Session::new(root.to_path_buf()).unwrap();
+        let first = session.git().unwrap() as *const Git;
+        assert_eq!(session.git().unwrap() as *const Git, first);
+        if let Some(head) = &session.git().unwrap().head {
+            assert!(head.len() >= 40, "{head}");
+            assert!(session.git().unwrap().commit_time.is_some());
+        }
+        assert_eq!(
+            session.config().unwrap().name,
+            "mcp-taipei-metro-month-price"
+        );
+    }
+}
