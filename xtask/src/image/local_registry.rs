@@ -116,26 +116,15 @@ impl LocalRegistry {
     /// a release picks its port up front, see [`LocalRegistry::start_on`]).
     #[cfg(any(test, feature = "bench"))]
     pub fn start(sh: &Shell, runner: Runner) -> anyhow::Result<LocalRegistry> {
-        let dir = std::env::temp_dir().join(format!(
-            "xtask-registry-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos())
-        ));
-        let storage = dir.join("storage");
-        std::fs::create_dir_all(&storage)
-            .with_context(|| format!("create the registry storage {}", storage.display()))?;
         // The port is free when picked but could be taken before the registry binds it: try a few.
         let mut last_err = None;
         for _ in 0..3 {
             let address = format!("127.0.0.1:{}", free_port()?);
-            match Self::start_at(sh, &runner, &address, &dir) {
+            match Self::start_on(sh, runner.clone(), &address) {
                 Ok(registry) => return Ok(registry),
                 Err(err) => last_err = Some(err),
             }
         }
-        let _ = std::fs::remove_dir_all(&dir);
         Err(last_err.expect("tried at least once"))
     }
 

@@ -21,8 +21,12 @@ fn typed(digest: &str) -> Digest {
     digest.parse().unwrap()
 }
 
-fn target(registry: &TestRegistry, repository: &str) -> Reference {
-    Reference::parse(&format!("{}/{repository}", registry.address())).unwrap()
+/// A fresh registry, the target `repository` in it, and the client for that target.
+fn fresh(repository: &str) -> (TestRegistry, Reference, Repo) {
+    let registry = TestRegistry::start();
+    let target = Reference::parse(&format!("{}/{repository}", registry.address())).unwrap();
+    let plain = repo(&target);
+    (registry, target, plain)
 }
 
 /// What the manifest stage does for `latest`: note the old digest, push by digest, move the tags, check the new
@@ -92,9 +96,7 @@ impl Poller {
 
 #[test]
 fn three_releases_leave_one_latest_and_its_children() {
-    let registry = TestRegistry::start();
-    let target = target(&registry, "team/app");
-    let plain = repo(&target);
+    let (registry, target, plain) = fresh("team/app");
     let access = Access::default();
     let builds = [Build::new("one"), Build::new("two"), Build::new("three")];
 
@@ -148,9 +150,7 @@ fn three_releases_leave_one_latest_and_its_children() {
 
 #[test]
 fn version_tags_keep_what_they_use() {
-    let registry = TestRegistry::start();
-    let target = target(&registry, "team/app");
-    let plain = repo(&target);
+    let (registry, _target, plain) = fresh("team/app");
     let access = Access::default();
     let (a, b, c, d) = (
         Build::new("a"),
@@ -227,9 +227,7 @@ impl Repository for RaceAt<'_> {
 
 #[test]
 fn a_release_racing_the_prune_keeps_an_intact_latest() {
-    let registry = TestRegistry::start();
-    let target = target(&registry, "team/app");
-    let plain = repo(&target);
+    let (_registry, _target, plain) = fresh("team/app");
     let access = Access::default();
     let x = Build::new("x");
     let a = Build::new("a");
@@ -260,9 +258,7 @@ fn a_release_racing_the_prune_keeps_an_intact_latest() {
 
 #[test]
 fn two_releases_racing_end_with_an_intact_latest() {
-    let registry = TestRegistry::start();
-    let target = target(&registry, "team/app");
-    let plain = repo(&target);
+    let (_registry, target, plain) = fresh("team/app");
     let access = Access::default();
     release(&plain, &plain, &access, &Build::new("base"), &[]);
     for round in 0..4 {
@@ -460,15 +456,7 @@ impl Packages {
             self.package.replace('/', "%2F")
         );
         if request.method == "GET" && request.path() == versions {
-            let per_page: usize = request
-                .query("per_page")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(30)
-                .min(100);
-            let page: usize = request
-                .query("page")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(1);
+            let (page, per_page) = request.page("per_page", 30);
             // Newest first, as GitHub lists them.
             let live: Vec<&Version> = self.versions.iter().rev().filter(|v| !v.deleted).collect();
             let pages = live.len().div_ceil(per_page).max(1);
@@ -556,9 +544,7 @@ fn packages_api(state: Arc<Mutex<Packages>>) -> Server {
 #[test]
 fn ghcr_prunes_package_versions_through_the_api() {
     for owner_type in ["Organization", "User"] {
-        let registry = TestRegistry::start();
-        let target = target(&registry, "acme/team/app");
-        let plain = repo(&target);
+        let (registry, _target, plain) = fresh("acme/team/app");
         let state = Arc::new(Mutex::new(Packages {
             owner: "acme".into(),
             owner_type: owner_type.into(),
@@ -656,9 +642,7 @@ fn ghcr_prunes_package_versions_through_the_api() {
 
 #[test]
 fn ghcr_image_prune_lists_then_removes_untagged_clutter() {
-    let registry = TestRegistry::start();
-    let target = target(&registry, "acme/app");
-    let plain = repo(&target);
+    let (registry, _target, plain) = fresh("acme/app");
     let state = Arc::new(Mutex::new(Packages {
         owner: "acme".into(),
         owner_type: "User".into(),
@@ -793,15 +777,7 @@ impl Hub {
                     serde_json::json!({"message": "permission denied", "errinfo": null}),
                 );
             }
-            let size: usize = request
-                .query("page_size")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(10)
-                .min(100);
-            let page: usize = request
-                .query("page")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(1);
+            let (page, size) = request.page("page_size", 10);
             let tags = self.tags_live(true);
             let results: Vec<_> = tags
                 .iter()

@@ -277,6 +277,15 @@ impl Request {
         })
     }
 
+    /// `page` (from 1) and the page size named `size_name` (at most 100), as both APIs take them.
+    pub fn page(&self, size_name: &str, default_size: usize) -> (usize, usize) {
+        let number = |name: &str| self.query(name).and_then(|v| v.parse::<usize>().ok());
+        (
+            number("page").unwrap_or(1),
+            number(size_name).unwrap_or(default_size).min(100),
+        )
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .get(&name.to_ascii_lowercase())
