@@ -558,6 +558,14 @@ mod tests {
         line.split_whitespace().map(str::to_owned).collect()
     }
 
+    /// The start of every `podman build` line: the platform and the local tag.
+    fn podman_build(arch: &str, tag: &str) -> String {
+        format!(
+            "podman build --format docker --platform linux/{arch} --network=host --file /src/Containerfile \
+             --tag {tag} --build-arg BUILDPLATFORM=linux/amd64 --build-arg TARGETARCH={arch}"
+        )
+    }
+
     #[test]
     fn build_argv_per_request() {
         let label_flags = "--label org.opencontainers.image.created=2023-11-14T22:13:20Z \
@@ -573,15 +581,17 @@ mod tests {
                 },
                 Platform::LINUX_ARM64,
                 format!(
-                    "podman build --format docker --platform linux/arm64 --network=host --file /src/Containerfile \
-                     --tag localhost/app:local-arm64 --build-arg BUILDPLATFORM=linux/amd64 \
-                     --build-arg TARGETARCH=arm64 --build-arg RUNTIME_IMAGE=scratch {label_flags} \
-                     --label org.opencontainers.image.version=1.2.3 /src"
+                    "{} --build-arg RUNTIME_IMAGE=scratch {label_flags} \
+                     --label org.opencontainers.image.version=1.2.3 /src",
+                    podman_build("arm64", "localhost/app:local-arm64")
                 ),
             ),
             (
                 BuildRequest {
-                    build_args: vec!["RUST_IMAGE=localhost/rb:1".into(), "RUNTIME_IMAGE=localhost/bb:amd64".into()],
+                    build_args: vec![
+                        "RUST_IMAGE=localhost/rb:1".into(),
+                        "RUNTIME_IMAGE=localhost/bb:amd64".into(),
+                    ],
                     tag: Some("localhost/try".into()),
                     cache_repo: Some("ghcr.io/o/cache".into()),
                     labels: labels("2.0.0"),
@@ -589,12 +599,11 @@ mod tests {
                 },
                 Platform::LINUX_AMD64,
                 format!(
-                    "podman build --format docker --platform linux/amd64 --network=host --file /src/Containerfile \
-                     --tag localhost/try:amd64 --build-arg BUILDPLATFORM=linux/amd64 \
-                     --build-arg TARGETARCH=amd64 --build-arg RUNTIME_IMAGE=localhost/bb:amd64 \
+                    "{} --build-arg RUNTIME_IMAGE=localhost/bb:amd64 \
                      --build-arg RUST_IMAGE=localhost/rb:1 {label_flags} \
                      --label org.opencontainers.image.version=2.0.0 \
-                     --layers --cache-from ghcr.io/o/cache --cache-to ghcr.io/o/cache /src"
+                     --layers --cache-from ghcr.io/o/cache --cache-to ghcr.io/o/cache /src",
+                    podman_build("amd64", "localhost/try:amd64")
                 ),
             ),
             (
@@ -605,12 +614,11 @@ mod tests {
                 },
                 Platform::LINUX_AMD64,
                 format!(
-                    "podman build --format docker --platform linux/amd64 --network=host --file /src/Containerfile \
-                     --tag localhost/app:local-amd64 --build-arg BUILDPLATFORM=linux/amd64 \
-                     --build-arg TARGETARCH=amd64 --build-arg RUNTIME_IMAGE=scratch {label_flags} \
+                    "{} --build-arg RUNTIME_IMAGE=scratch {label_flags} \
                      --label org.opencontainers.image.version=1.2.3 --layers \
                      --cache-from 127.0.0.1:5000/bench/cache --cache-to 127.0.0.1:5000/bench/cache \
-                     --tls-verify=false /src"
+                     --tls-verify=false /src",
+                    podman_build("amd64", "localhost/app:local-amd64")
                 ),
             ),
         ];

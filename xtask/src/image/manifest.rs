@@ -1107,35 +1107,22 @@ mod tests {
         dir
     }
 
+    fn write_digest_file(dir: &Path, platform: &str, digest: Digest, size: u64) {
+        let json = digest_json(&os_arch(platform), digest.as_str(), DOCKER_MANIFEST, size);
+        std::fs::write(dir.join(platform.replace('/', "-")), json).unwrap();
+    }
+
     #[test]
     fn digest_dir_names_the_missing_platform() {
         let dir = temp_dir("missing");
-        std::fs::write(
-            dir.join("linux-amd64"),
-            digest_json(
-                &os_arch("linux/amd64"),
-                d('1').as_str(),
-                DOCKER_MANIFEST,
-                10,
-            ),
-        )
-        .unwrap();
+        write_digest_file(&dir, "linux/amd64", d('1'), 10);
         let err = read_digest_dir(&dir, &[AMD, ARM]).unwrap_err();
         assert_eq!(exit::code_of(&err), 3);
         let msg = err.to_string();
         assert!(msg.contains("no digest for linux/arm64"), "{msg}");
         assert!(msg.contains("--platform linux/arm64"), "{msg}");
 
-        std::fs::write(
-            dir.join("linux-arm64"),
-            digest_json(
-                &os_arch("linux/arm64"),
-                d('2').as_str(),
-                DOCKER_MANIFEST,
-                20,
-            ),
-        )
-        .unwrap();
+        write_digest_file(&dir, "linux/arm64", d('2'), 20);
         // Given arm64 first, read in the fixed order all the same.
         let children = read_digest_dir(&dir, &[ARM, AMD]).unwrap();
         let got: Vec<_> = children.iter().map(|(c, _)| (c.platform, c.size)).collect();

@@ -541,6 +541,16 @@ fn packages_api(state: Arc<Mutex<Packages>>) -> Server {
     server
 }
 
+/// Prune access that treats the test registry as GHCR, with the stand-in API and its token.
+fn ghcr_access(api: &Server, registry: &TestRegistry) -> Access {
+    Access {
+        github_api: api.url(),
+        github_token: Some("ghs_test".into()),
+        overrides: [(registry.address().to_owned(), Kind::Ghcr)].into(),
+        ..Access::default()
+    }
+}
+
 #[test]
 fn ghcr_prunes_package_versions_through_the_api() {
     for owner_type in ["Organization", "User"] {
@@ -559,12 +569,7 @@ fn ghcr_prunes_package_versions_through_the_api() {
             .collect();
         state.lock().unwrap().sync(&plain, &fillers);
         let api = packages_api(state.clone());
-        let access = Access {
-            github_api: api.url(),
-            github_token: Some("ghs_test".into()),
-            overrides: [(registry.address().to_owned(), Kind::Ghcr)].into(),
-            ..Access::default()
-        };
+        let access = ghcr_access(&api, &registry);
         let (a, b) = (Build::new("a"), Build::new("b"));
         let c = Build::from(image("amd64", "b"), image("arm64", "c"));
         let pushed = |build: &Build| {
@@ -651,12 +656,7 @@ fn ghcr_image_prune_lists_then_removes_untagged_clutter() {
         ..Packages::default()
     }));
     let api = packages_api(state.clone());
-    let access = Access {
-        github_api: api.url(),
-        github_token: Some("ghs_test".into()),
-        overrides: [(registry.address().to_owned(), Kind::Ghcr)].into(),
-        ..Access::default()
-    };
+    let access = ghcr_access(&api, &registry);
     let live = Build::new("live");
     let stray = Build::from(image("amd64", "live"), image("arm64", "stray"));
     let lone = image("arm64", "lone");
