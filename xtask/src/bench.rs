@@ -48,6 +48,10 @@ const DEFAULT_ROUNDS: u32 = 3;
 const HELP_RUNS_PER_ROUND: u32 = 10;
 /// The synthetic layer of B7's memory measure.
 const BIG_LAYER_BYTES: u64 = 200 * 1024 * 1024;
+
+/// The root package (the app), compiled beside the xtask in B6.
+const APP_PACKAGE: &str = "mcp-taipei-metro-month-price";
+
 /// Where the test bench (`cargo xtask ci`) names its Rust builder, and the name it uses.
 const RUST_BUILDER_VAR: &str = "XTASK_RUST_BUILDER";
 const DEFAULT_RUST_BUILDER: &str = "localhost/xtask/rust-builder:trixie";
@@ -465,24 +469,76 @@ impl<'a> Bencher<'a> {
 
     fn b6(&mut self, rounds: u32) -> anyhow::Result<Vec<Bench>> {
         println!("B6: cold compile of the xtask, and --help latency");
-        let cold_dir = self.dir.join("cold-target");
-        let spec = Spec::new([self.cargo.as_str(), "build", "--package", "xtask"])
-            .env("CARGO_TARGET_DIR", &cold_dir);
-        let mut cold = Side::new(
+        // The xtask as every CI job builds it (no bench feature) beside the app, both from an empty target dir,
+        // alternating which goes first; `--timings` tells the units and the longest of them.
+        let cold = |package: &str, dir: &Path| {
+            Spec::new([
+                self.cargo.as_str(),
+                "build",
+                "--package",
+                package,
+                "--timings",
+            ])
+            .env("CARGO_TARGET_DIR", dir)
+        };
+        let (xtask_dir, app_dir) = (self.dir.join("cold-xtask"), self.dir.join("cold-app"));
+        let (xtask_spec, app_spec) = (cold("xtask", &xtask_dir), cold(APP_PACKAGE, &app_dir));
+        let mut xtask_side = Side::new(
             "cargo build --package xtask, empty target dir",
-            spec.shown(&self.root),
+            xtask_spec.shown(&self.root),
         );
+        let mut app_side = Side::new(
+            "cargo build --package <app>, empty target dir",
+            app_spec.shown(&self.root),
+        );
+        let mut units = Vec::new();
         for round in 0..rounds {
-            let _ = std::fs::remove_dir_all(&cold_dir);
-            let timed = self.time(&format!("cold compile, round {}", round + 1), &spec, false)?;
-            cold.seconds.push(timed.elapsed.as_secs_f64());
+            for xtask_first in order(round) {
+                let (spec, dir, side, what) = if xtask_first {
+                    (&xtask_spec, &xtask_dir, &mut xtask_side, "xtask")
+                } else {
+                    (&app_spec, &app_dir, &mut app_side, "app")
+                };
+                let _ = std::fs::remove_dir_all(dir);
+                let timed = self.time(
+                    &format!("cold compile {what}, round {}", round + 1),
+                    spec,
+                    false,
+                )?;
+                side.seconds.push(timed.elapsed.as_secs_f64());
+                if xtask_first {
+                    units = cargo_timings(&dir.join("cargo-timings/cargo-timing.html"))
+                        .unwrap_or_default();
+                }
+            }
         }
-        let _ = std::fs::remove_dir_all(&cold_dir);
+        let _ = std::fs::remove_dir_all(&xtask_dir);
+        let _ = std::fs::remove_dir_all(&app_dir);
         let mut compile = Bench::new(
             "B6a",
-            "cold compile of the xtask (debug, as `cargo xtask` builds it)",
-            cold,
+            "cold compile of the xtask (debug, no bench feature, as every CI job builds it) vs the app",
+            app_side,
         );
+        compile.compared = Some(xtask_side);
+        compile.ratio_target = Some(Target { at_most: 2.5 });
+        if !units.is_empty() {
+            compile.figures.push(Figure::new(
+                "units compiled for the xtask (crates and build scripts)",
+                units.len() as f64,
+                "units",
+                None,
+                "cargo build --timings (last round)",
+            ));
+            units.sort_by(|a, b| b.1.total_cmp(&a.1));
+            let longest: Vec<String> = units
+                .iter()
+                .take(5)
+                .map(|(name, seconds)| format!("{name} {seconds:.1} s"))
+                .collect();
+            compile
+                .notes
+                .push(format!("longest units: {}", longest.join(", ")));
+        }
         let cargo = &self.cargo;
         let crates = cmd!(
             self.sh,
@@ -1190,6 +1246,28 @@ fn manifest_media_type(registry: &str, repository: &str, tag: &str) -> Option<St
                 .map(str::to_owned)
         })
         .flatten()
+}
+
+/// The units of a `cargo build --timings` run and their durations, from the data its HTML report embeds
+/// (`const UNIT_DATA = [{"name": …, "target": …, "duration": …}, …];`).
+fn cargo_timings(report: &Path) -> Option<Vec<(String, f64)>> {
+    let html = std::fs::read_to_string(report).ok()?;
+    let start = html.find("UNIT_DATA = ")? + "UNIT_DATA = ".len();
+    let end = start + html[start..].find(";\n")?;
+    let units: Vec<serde_json::Value> = serde_json::from_str(&html[start..end]).ok()?;
+    Some(
+        units
+            .iter()
+            .filter_map(|unit| {
+                let name = format!(
+                    "{}{}",
+                    unit["name"].as_str()?,
+                    unit["target"].as_str().unwrap_or_default()
+                );
+                Some((name, unit["duration"].as_f64()?))
+            })
+            .collect(),
+    )
 }
 
 /// A `dir:` export (as `podman push IMG dir:PATH` writes it) of one linux/amd64 image with a single 200 MiB layer
