@@ -27,6 +27,8 @@ pub struct ImageConfig {
     pub build_args: BTreeMap<String, String>,
     /// Registry repository used as a layer cache.
     pub cache_repo: Option<String>,
+    /// `version-tags`: the tags a version release publishes, as patterns (`{major}.{minor}` and `{major}` float).
+    pub version_tags: Vec<VersionTag>,
     /// `[package.metadata.image.runners]`: the GitHub runner label that builds each platform, where it is not
     /// the default.
     pub runners: BTreeMap<Platform, String>,
@@ -140,6 +142,12 @@ impl ImageConfig {
         };
         let cache_repo = string("cache-repo")?;
         let runners = runners(&image["runners"], root_manifest)?;
+        let version_tags = match strings("version-tags")? {
+            patterns if patterns.is_empty() => vec![VersionTag::Patch],
+            patterns => {
+                VersionTag::parse_all(&patterns).map_err(|why| bad("version-tags", &why))?
+            }
+        };
         let text = |key: &str| package[key].as_str().map(str::to_owned);
         Ok(ImageConfig {
             name,
@@ -148,12 +156,70 @@ impl ImageConfig {
             targets,
             build_args,
             cache_repo,
+            version_tags,
             runners,
             version: text("version").unwrap_or_else(|| "0.0.0".into()),
             license: text("license"),
             repository: text("repository"),
             description: text("description"),
         })
+    }
+}
+
+/// One `version-tags` pattern: the tags a release `X.Y.Z` publishes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum VersionTag {
+    /// `{major}.{minor}.{patch}`: the release's own tag, always published.
+    Patch,
+    /// `{major}.{minor}`: follows the newest release of its minor line.
+    Minor,
+    /// `{major}`: follows the newest release of its major line.
+    Major,
+}
+
+impl VersionTag {
+    const PATTERNS: [(&'static str, VersionTag); 3] = [
+        ("{major}.{minor}.{patch}", VersionTag::Patch),
+        ("{major}.{minor}", VersionTag::Minor),
+        ("{major}", VersionTag::Major),
+    ];
+
+    /// The patterns of `version-tags`; the release's own tag must be among them.
+    fn parse_all(patterns: &[String]) -> Result<Vec<VersionTag>, String> {
+        let all = || {
+            VersionTag::PATTERNS
+                .map(|(pattern, _)| format!("\"{pattern}\""))
+                .join(", ")
+        };
+        let mut tags = Vec::new();
+        for pattern in patterns {
+            let tag = VersionTag::PATTERNS
+                .iter()
+                .find(|(known, _)| known == pattern)
+                .map(|(_, tag)| *tag)
+                .ok_or_else(|| format!("a list of {} (not {pattern:?})", all()))?;
+            if !tags.contains(&tag) {
+                tags.push(tag);
+            }
+        }
+        if !tags.contains(&VersionTag::Patch) {
+            return Err(format!(
+                "a list that includes \"{{major}}.{{minor}}.{{patch}}\" (a release always publishes its own \
+                 version), from {}",
+                all()
+            ));
+        }
+        tags.sort();
+        Ok(tags)
+    }
+
+    /// The tag this pattern gives `version`.
+    pub fn render(self, version: &semver::Version) -> String {
+        match self {
+            VersionTag::Patch => format!("{}.{}.{}", version.major, version.minor, version.patch),
+            VersionTag::Minor => format!("{}.{}", version.major, version.minor),
+            VersionTag::Major => version.major.to_string(),
+        }
     }
 }
 
@@ -201,6 +267,44 @@ mod tests {
     }
 
     #[test]
+    fn version_tag_patterns() {
+        let root = Path::new("/src/Cargo.toml");
+        let read = |tags: Value| {
+            ImageConfig::from_metadata(
+                &metadata(json!({"name": "app", "version-tags": tags})),
+                root,
+            )
+            .map(|config| config.version_tags)
+        };
+        use VersionTag::*;
+        assert_eq!(read(Value::Null).unwrap(), [Patch]);
+        assert_eq!(
+            read(json!([
+                "{major}",
+                "{major}.{minor}.{patch}",
+                "{major}.{minor}"
+            ]))
+            .unwrap(),
+            [Patch, Minor, Major]
+        );
+        for bad in [
+            json!(["{major}.{minor}"]),
+            json!(["{major}.{minor}.{patch}", "v{major}"]),
+            json!(["latest"]),
+            json!("{major}"),
+        ] {
+            let err = read(bad.clone()).unwrap_err();
+            assert_eq!(exit::code_of(&err), 2, "{bad}");
+            assert!(err.to_string().contains("version-tags"), "{err}");
+        }
+        let version = semver::Version::new(1, 2, 3);
+        assert_eq!(
+            [Patch, Minor, Major].map(|t| t.render(&version)),
+            ["1.2.3", "1.2", "1"]
+        );
+    }
+
+    #[test]
     fn reads_the_full_table() {
         let config = ImageConfig::from_metadata(
             &metadata(json!({
@@ -223,6 +327,7 @@ mod tests {
                 targets: vec!["ghcr.io/o/app".into(), "docker.io/o/app".into()],
                 build_args: [("RUNTIME_IMAGE".to_owned(), "scratch".to_owned())].into(),
                 cache_repo: Some("ghcr.io/o/app-cache".into()),
+                version_tags: vec![VersionTag::Patch],
                 runners: BTreeMap::new(),
                 version: "1.2.3".into(),
                 license: Some("MIT".into()),

@@ -71,6 +71,8 @@ xflags::xflags! {
                 required --digest-dir digest_dir: PathBuf
                 /// Tag to move (latest, 1.2.3, manual-abc1234).
                 required --tag tag: String
+                /// Comma-separated floating tags of a release (1.2,1): each moves with --tag only if what it names now is not newer (the `floating_tags` output of `image meta`).
+                optional --floating-tags floating_tags: String
                 /// Target repository; repeatable; default: the configured targets.
                 repeated --to to: String
                 /// Comma-separated platforms expected in the list; default: the configured platforms.

@@ -416,7 +416,7 @@ fn every_xtask_command_parses_with_the_values_github_would_give() {
         .iter()
         .any(|c| c == "image push --platform linux/amd64 --digest-dir target/digests"));
     assert!(commands.iter().any(|c| c
-        == "image manifest --digest-dir target/digests --tag latest --platforms linux/amd64,linux/arm64"));
+        == "image manifest --digest-dir target/digests --tag latest --floating-tags  --platforms linux/amd64,linux/arm64"));
     // The digest directory is the same in push, the artifact upload and download, and manifest.
     let text = workflow_text();
     assert!(text.contains("path: target/digests/\n") && text.contains("path: target/digests\n"));

@@ -377,15 +377,29 @@ fn publish(bench: &Bench, event: Event, tag: &str, want_tags: &[&str]) -> String
     assert_eq!(outcome.outputs["prepare"]["tag"], tag);
     let commands = outcome.commands();
     assert_eq!(commands[0], "image meta");
+    let floating = &outcome.outputs["prepare"]["floating_tags"];
     assert_eq!(
         commands.last().unwrap(),
         &format!(
-            "image manifest --digest-dir target/digests --tag {tag} --platforms linux/amd64,linux/arm64"
+            "image manifest --digest-dir target/digests --tag {tag} --floating-tags {floating} --platforms \
+             linux/amd64,linux/arm64"
         )
     );
     let (ghcr_digest, list) = bench.ghcr.manifest(GHCR_REPO, tag);
     let (hub_digest, _) = bench.hub.manifest(HUB_REPO, tag);
     assert_eq!(ghcr_digest, hub_digest, "the same list in both registries");
+    for floating in floating.split(',').filter(|t| !t.is_empty()) {
+        assert_eq!(
+            bench.ghcr.manifest(GHCR_REPO, floating).0,
+            ghcr_digest,
+            "{floating}"
+        );
+        assert_eq!(
+            bench.hub.manifest(HUB_REPO, floating).0,
+            ghcr_digest,
+            "{floating}"
+        );
+    }
     let mut platforms: Vec<String> = list["manifests"]
         .as_array()
         .unwrap()
@@ -451,7 +465,8 @@ fn push_of_v1_2_3_publishes_the_version_and_not_latest() {
         &Bench::new("release"),
         Event::push("refs/tags/v1.2.3", SHA),
         "1.2.3",
-        &["1.2.3"],
+        // version-tags in Cargo.toml: 1.2 and 1 are new, so they name the release too.
+        &["1", "1.2", "1.2.3"],
     );
 }
 

@@ -533,6 +533,7 @@ mod tests {
             targets: vec!["ghcr.io/o/app".into()],
             build_args: [("RUNTIME_IMAGE".to_owned(), "scratch".to_owned())].into(),
             cache_repo: None,
+            version_tags: vec![crate::config::VersionTag::Patch],
             runners: BTreeMap::new(),
             version: "1.2.3".into(),
             license: Some("MIT".into()),

@@ -34,6 +34,7 @@ impl flags::Manifest {
             None => session.config()?.platforms.clone(),
         };
         let tag = check_tag(&self.tag)?;
+        let floating = parse_floating(&tag, self.floating_tags.as_deref().unwrap_or(""))?;
         let children = read_digest_dir(&session.root.join(&self.digest_dir), &platforms)?;
         // The digest records say where `image push` put each platform: those are the targets, unless told.
         let targets = if !self.to.is_empty() {
@@ -47,6 +48,7 @@ impl flags::Manifest {
         let request = Request {
             prune_previous: self.prune_previous || tag == "latest",
             tag,
+            floating,
             children: children.into_iter().map(|(child, _)| child).collect(),
         };
         let urls = Urls::new(&targets, &self.insecure_registry);
@@ -132,6 +134,9 @@ pub fn publish_and_report(
         published.digest,
         published.targets.join(", ")
     );
+    for floating in &published.floating {
+        println!("  {}", floating_line(floating));
+    }
     let mut prune_summary = String::new();
     for superseded in &published.superseded {
         println!(
@@ -227,6 +232,28 @@ pub fn check_tag(tag: &str) -> anyhow::Result<String> {
              (like latest, 1.2.3, manual-abc1234)"
         )))
     }
+}
+
+/// `--floating-tags 1.2,1`: legal tags, other than the tag, and only beside a release version (exit 2).
+pub fn parse_floating(tag: &str, list: &str) -> anyhow::Result<Vec<String>> {
+    let mut floating = Vec::new();
+    for item in list.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        let item = check_tag(item)?;
+        if item == tag || item == "latest" {
+            return Err(exit::invalid(format!(
+                "--floating-tags names {item:?}, which is not a floating tag; give the X.Y and X tags of the release"
+            )));
+        }
+        if !floating.contains(&item) {
+            floating.push(item);
+        }
+    }
+    if !floating.is_empty() && semver::Version::parse(tag).is_err() {
+        return Err(exit::invalid(format!(
+            "--floating-tags follow a release version, but --tag {tag:?} is not one (X.Y.Z)"
+        )));
+    }
+    Ok(floating)
 }
 
 /// Prints the calls a run would make, in order (`--dry-run`).
@@ -438,6 +465,8 @@ impl fmt::Display for Call {
 #[derive(Clone, Debug)]
 pub struct Request {
     pub tag: String,
+    /// A release's `X.Y` and `X` tags: each moves with the tag only where that is forward (`version-tags`).
+    pub floating: Vec<String>,
     pub children: Vec<Child>,
     /// Remove the index the tag pointed to before, once the new one is verified live (the default for `latest`).
     pub prune_previous: bool,
@@ -452,7 +481,7 @@ pub fn planned_calls(request: &Request, targets: &[Reference], list: &Manifest) 
         .map(|child| (child.digest.to_string(), child.platform))
         .collect();
     calls_in_order(
-        &request.tag,
+        (&request.tag, &request.floating),
         request.prune_previous,
         &children,
         (list.digest.to_string(), Some(list.bytes.len())),
@@ -463,7 +492,7 @@ pub fn planned_calls(request: &Request, targets: &[Reference], list: &Manifest) 
 /// [`planned_calls`] before anything is built (a dry run of a whole release): the platforms' manifests and the
 /// list are named by what they will be.
 pub fn planned_calls_before_build(
-    tag: &str,
+    (tag, floating): (&str, &[String]),
     prune_previous: bool,
     platforms: &[Platform],
     targets: &[Reference],
@@ -473,7 +502,7 @@ pub fn planned_calls_before_build(
         .map(|&platform| (format!("<digest of {platform}>"), platform))
         .collect();
     calls_in_order(
-        tag,
+        (tag, floating),
         prune_previous,
         &children,
         ("<list digest>".to_owned(), None),
@@ -482,32 +511,44 @@ pub fn planned_calls_before_build(
 }
 
 fn calls_in_order(
-    tag: &str,
+    tags: (&str, &[String]),
     prune_previous: bool,
     children: &[(String, Platform)],
     (list_digest, list_size): (String, Option<usize>),
     targets: &[Reference],
 ) -> Vec<Call> {
-    let tag = tag.to_owned();
+    let (tag, floating) = tags;
+    let tags: Vec<String> = std::iter::once(tag.to_owned())
+        .chain(floating.iter().cloned())
+        .collect();
     let targets: Vec<String> = targets.iter().map(ToString::to_string).collect();
+    let get = |target: &String, reference: String| Call::GetManifest {
+        target: target.clone(),
+        reference,
+    };
     let mut calls = Vec::new();
     for target in &targets {
         for (reference, platform) in children {
-            calls.push(Call::GetManifest {
-                target: target.clone(),
-                reference: reference.clone(),
-            });
+            calls.push(get(target, reference.clone()));
             calls.push(Call::GetBlob {
                 target: target.clone(),
                 digest: format!("<config of {platform}>"),
             });
         }
-        calls.push(Call::GetManifest {
-            target: target.clone(),
-            reference: tag.clone(),
-        });
+        calls.push(get(target, tag.to_owned()));
     }
-    for reference in [&list_digest, &tag] {
+    // A floating tag's current version: the label of the first image of what it names.
+    for floating in floating {
+        for target in &targets {
+            calls.push(get(target, floating.clone()));
+            calls.push(get(target, format!("<first image of {floating}>")));
+            calls.push(Call::GetBlob {
+                target: target.clone(),
+                digest: format!("<config of {floating}>"),
+            });
+        }
+    }
+    for reference in std::iter::once(&list_digest).chain(&tags) {
         for target in &targets {
             calls.push(Call::PutManifest {
                 target: target.clone(),
@@ -517,16 +558,15 @@ fn calls_in_order(
             });
         }
     }
-    for target in &targets {
-        calls.push(Call::GetManifest {
-            target: target.clone(),
-            reference: tag.clone(),
-        });
-        if prune_previous {
-            calls.push(Call::Prune {
-                target: target.clone(),
-                previous: "<previous>".into(),
-            });
+    for (index, tag) in tags.iter().enumerate() {
+        for target in &targets {
+            calls.push(get(target, tag.clone()));
+            if index == 0 && prune_previous {
+                calls.push(Call::Prune {
+                    target: target.clone(),
+                    previous: "<previous>".into(),
+                });
+            }
         }
     }
     calls
@@ -544,6 +584,7 @@ pub struct Superseded {
 #[derive(Clone, Debug)]
 pub struct Published {
     pub tag: String,
+    pub floating: Vec<Floating>,
     pub digest: Digest,
     pub targets: Vec<String>,
     pub children: Vec<Child>,
@@ -562,13 +603,17 @@ pub struct Durations {
     pub read_back: Duration,
 }
 
-/// The previous manifest under the tag in one target, kept to put it back if a later target refuses the move.
-struct Previous {
-    fetched: Option<Manifest>,
+/// What a floating tag (`1.2`, `1`) did: it moves only forward, and the same way in every target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Floating {
+    pub tag: String,
+    pub moved: bool,
+    /// `new`, `was 1.2.2`, or why it stayed: `stays on 1.2.5, newer than 1.2.3`.
+    pub note: String,
 }
 
 /// Runs the stage against `repos` (one per target): verify everything everywhere, push the list by digest, move
-/// the tag, read it back. `log` receives each call just before it is made.
+/// the tags, read them back. `log` receives each call just before it is made.
 pub fn publish(
     repos: &[&dyn Repository],
     request: &Request,
@@ -577,22 +622,67 @@ pub fn publish(
     let list = assemble_list(&request.children);
     let targets: Vec<String> = repos.iter().map(|r| r.target().to_string()).collect();
     let mut durations = Durations::default();
+    let version = match request.floating.is_empty() {
+        true => None,
+        false => Some(semver::Version::parse(&request.tag).map_err(|_| {
+            exit::invalid(format!(
+                "floating tags follow a release version, but the tag {:?} is not one (X.Y.Z)",
+                request.tag
+            ))
+        })?),
+    };
 
-    // 1. Read only: every child in every target, and where the tag points now.
+    // 1. Read only: every child in every target, where each tag points now, and the version a floating tag names.
     let started = Instant::now();
+    let read_tag = |repo: &dyn Repository, target: &str, tag: &str, log: &mut dyn FnMut(&Call)| {
+        log(&Call::GetManifest {
+            target: target.to_owned(),
+            reference: tag.to_owned(),
+        });
+        repo.manifest(tag)
+            .with_context(|| format!("read the current tag {tag} in {target}"))
+    };
     let mut previous = Vec::new();
     for (repo, target) in repos.iter().zip(&targets) {
         for child in &request.children {
             verify_child(*repo, target, child, log)?;
         }
-        log(&Call::GetManifest {
-            target: target.clone(),
-            reference: request.tag.clone(),
+        previous.push(read_tag(*repo, target, &request.tag, log)?);
+    }
+    // Per floating tag: what it names in each target, and whether it moves (everywhere or nowhere).
+    let mut floating = Vec::new();
+    let mut moves: Vec<(&str, Vec<Option<Manifest>>)> = vec![(&request.tag, previous.clone())];
+    for tag in &request.floating {
+        let version = version.as_ref().expect("floating tags come with a version");
+        let mut before = Vec::new();
+        let mut newest: Option<semver::Version> = None;
+        for (repo, target) in repos.iter().zip(&targets) {
+            let named = read_tag(*repo, target, tag, log)?;
+            if let Some(manifest) = &named {
+                if let Some(theirs) = version_named(*repo, target, manifest, log)? {
+                    newest = newest.max(Some(theirs));
+                }
+            }
+            before.push(named);
+        }
+        let (moved, note) = match &newest {
+            Some(theirs) if theirs > version => {
+                (false, format!("stays on {theirs}, newer than {version}"))
+            }
+            Some(theirs) => (true, format!("was {theirs}")),
+            None if before.iter().any(Option::is_some) => {
+                (true, "named an image without a version label".to_owned())
+            }
+            None => (true, "new".to_owned()),
+        };
+        if moved {
+            moves.push((tag, before));
+        }
+        floating.push(Floating {
+            tag: tag.clone(),
+            moved,
+            note,
         });
-        let fetched = repo
-            .manifest(&request.tag)
-            .with_context(|| format!("read the current tag {} in {target}", request.tag))?;
-        previous.push(Previous { fetched });
     }
     durations.verify = started.elapsed();
 
@@ -604,63 +694,69 @@ pub fn publish(
     }
     durations.push_list = started.elapsed();
 
-    // 3. The tag, everywhere. Should a target refuse, it and the earlier ones get their previous manifest back:
-    // a failed move may still have happened (the registry wrote it, then the answer was lost), and putting the
+    // 3. The tags, everywhere. Should a target refuse, every tag moved so far gets its previous manifest back: a
+    // failed move may still have happened (the registry wrote it, then the answer was lost), and putting the
     // previous manifest back where it did not is harmless.
     let started = Instant::now();
-    for (index, (repo, target)) in repos.iter().zip(&targets).enumerate() {
-        if let Err(err) = put(*repo, target, &request.tag, &list, log) {
-            let restored = restore(&repos[..=index], &request.tag, &previous, log);
-            return Err(err).with_context(|| {
-                format!(
-                    "move tag {} to {} in {target}; {restored}",
-                    request.tag,
-                    list.digest.short()
-                )
-            });
+    let mut done: Vec<(&dyn Repository, &str, &Option<Manifest>)> = Vec::new();
+    for (tag, before) in &moves {
+        for ((repo, target), old) in repos.iter().zip(&targets).zip(before) {
+            done.push((*repo, tag, old));
+            if let Err(err) = put(*repo, target, tag, &list, log) {
+                let restored = restore(&done, log);
+                return Err(err).with_context(|| {
+                    format!(
+                        "move tag {tag} to {} in {target}; {restored}",
+                        list.digest.short()
+                    )
+                });
+            }
         }
     }
     durations.move_tag = started.elapsed();
 
-    // 4. Read back: the tag must now name the list, in every target.
+    // 4. Read back: every moved tag must now name the list, in every target.
     let started = Instant::now();
     let mut superseded = Vec::new();
-    for ((repo, target), before) in repos.iter().zip(&targets).zip(&previous) {
-        log(&Call::GetManifest {
-            target: target.clone(),
-            reference: request.tag.clone(),
-        });
-        let now = match repo.manifest(&request.tag) {
-            Ok(now) => now,
-            Err(err) => {
-                // Every registry acknowledged its move with the list's digest, so the publish happened; undoing
-                // it through a registry that cannot even be read would leave the registries disagreeing. Only
-                // the check for a concurrent release is lost, and pruning waits for a run that can read it.
-                eprintln!(
-                    "warning: could not read back tag {} in {target} after it was moved there: {err:#}",
-                    request.tag
-                );
+    for (tag, _) in &moves {
+        for ((repo, target), before) in repos.iter().zip(&targets).zip(&previous) {
+            log(&Call::GetManifest {
+                target: target.clone(),
+                reference: tag.to_string(),
+            });
+            let now = match repo.manifest(tag) {
+                Ok(now) => now,
+                Err(err) => {
+                    // Every registry acknowledged its move with the list's digest, so the publish happened;
+                    // undoing it through a registry that cannot even be read would leave the registries
+                    // disagreeing. Only the check for a concurrent release is lost, and pruning waits for a run
+                    // that can read it.
+                    eprintln!(
+                        "warning: could not read back tag {tag} in {target} after it was moved there: {err:#}"
+                    );
+                    continue;
+                }
+            };
+            let now_digest = now.map(|m| m.digest);
+            if now_digest.as_ref() != Some(&list.digest) {
+                return Err(exit::registry_failed(format!(
+                    "tag {tag} in {target} resolves to {} after the move, not to {}; another release may have \
+                     moved it meanwhile: check `skopeo inspect --raw docker://{target}:{tag}`",
+                    now_digest.map_or("nothing".to_owned(), |d| d.to_string()),
+                    list.digest,
+                )));
+            }
+            if *tag != request.tag {
                 continue;
             }
-        };
-        let now_digest = now.map(|m| m.digest);
-        if now_digest.as_ref() != Some(&list.digest) {
-            return Err(exit::registry_failed(format!(
-                "tag {} in {target} resolves to {} after the move, not to {}; another release may have moved it \
-                 meanwhile: check `skopeo inspect --raw docker://{target}:{}`",
-                request.tag,
-                now_digest.map_or("nothing".to_owned(), |d| d.to_string()),
-                list.digest,
-                request.tag
-            )));
-        }
-        if let Some(old) = &before.fetched {
-            if request.prune_previous && old.digest != list.digest {
-                superseded.push(Superseded {
-                    target: target.clone(),
-                    previous: old.digest.clone(),
-                    current: list.digest.clone(),
-                });
+            if let Some(old) = before {
+                if request.prune_previous && old.digest != list.digest {
+                    superseded.push(Superseded {
+                        target: target.clone(),
+                        previous: old.digest.clone(),
+                        current: list.digest.clone(),
+                    });
+                }
             }
         }
     }
@@ -668,16 +764,57 @@ pub fn publish(
 
     Ok(Published {
         tag: request.tag.clone(),
+        floating,
         digest: list.digest,
         targets,
         children: order(request.children.clone()),
         previous: previous
             .iter()
-            .map(|p| p.fetched.as_ref().map(|m| m.digest.clone()))
+            .map(|p| p.as_ref().map(|m| m.digest.clone()))
             .collect(),
         superseded,
         durations,
     })
+}
+
+/// The release version an index (or image) says it is: the version label of its first image's config.
+fn version_named(
+    repo: &dyn Repository,
+    target: &str,
+    manifest: &Manifest,
+    log: &mut dyn FnMut(&Call),
+) -> anyhow::Result<Option<semver::Version>> {
+    let image = match manifest.children().map_err(anyhow::Error::msg)?.first() {
+        Some(child) => {
+            log(&Call::GetManifest {
+                target: target.to_owned(),
+                reference: child.to_string(),
+            });
+            match repo.manifest(child.as_str())? {
+                Some(image) => image,
+                None => return Ok(None),
+            }
+        }
+        None => manifest.clone(),
+    };
+    let Ok(image) = ImageManifest::parse(&image.bytes) else {
+        return Ok(None);
+    };
+    log(&Call::GetBlob {
+        target: target.to_owned(),
+        digest: image.config.digest.to_string(),
+    });
+    let Some(config) = repo.blob(&image.config.digest)? else {
+        return Ok(None);
+    };
+    Ok(ConfigFile::parse(&config)
+        .ok()
+        .and_then(|config| config.config.labels)
+        .and_then(|labels| {
+            labels
+                .get("org.opencontainers.image.version")
+                .and_then(|v| semver::Version::parse(v).ok())
+        }))
 }
 
 fn put(
@@ -696,38 +833,36 @@ fn put(
     repo.put_manifest(reference, list)
 }
 
-/// Puts the previous manifest back under the tag in targets where it was already moved. Best effort: says what it
-/// did, for the error message.
+/// Puts the previous manifests back under the tags moved so far (`done`, the failed move last). Best effort: says
+/// what it did, for the error message.
 fn restore(
-    moved: &[&dyn Repository],
-    tag: &str,
-    previous: &[Previous],
+    done: &[(&dyn Repository, &str, &Option<Manifest>)],
     log: &mut dyn FnMut(&Call),
 ) -> String {
     let mut notes = Vec::new();
-    // The last target is the one whose move failed: it may or may not have moved.
-    let failed = moved.len().saturating_sub(1);
-    for (index, (repo, before)) in moved.iter().zip(previous).enumerate() {
+    // The last one is the move that failed: it may or may not have happened.
+    let failed = done.len().saturating_sub(1);
+    for (index, (repo, tag, before)) in done.iter().enumerate() {
         let target = repo.target();
-        match &before.fetched {
+        match before {
             Some(old) => {
                 log(&Call::PutManifest {
                     target: target.to_string(),
-                    reference: tag.to_owned(),
+                    reference: tag.to_string(),
                     media_type: old.media_type.clone(),
                     size: Some(old.bytes.len()),
                 });
                 match repo.put_manifest(tag, old) {
                     Ok(()) => notes.push(format!(
-                        "{target}: tag put back to {}",
+                        "{target}: tag {tag} put back to {}",
                         old.digest.short()
                     )),
                     Err(err) if index == failed => notes.push(format!(
-                        "{target}: if the failed move went through after all, the tag could not be put back \
+                        "{target}: if the failed move went through after all, tag {tag} could not be put back \
                          ({err:#}); check `skopeo inspect --raw docker://{target}:{tag}`"
                     )),
                     Err(err) => notes.push(format!(
-                        "{target}: tag already moved and could not be put back ({err:#})"
+                        "{target}: tag {tag} already moved and could not be put back ({err:#})"
                     )),
                 }
             }
@@ -880,6 +1015,14 @@ pub fn outputs(published: &Published) -> Vec<(String, String)> {
         ("digest".to_owned(), published.digest.to_string()),
         ("platforms".to_owned(), platforms.join(",")),
         (
+            "floating_moved".to_owned(),
+            floating_tags(published, true).join(","),
+        ),
+        (
+            "floating_kept".to_owned(),
+            floating_tags(published, false).join(","),
+        ),
+        (
             "references".to_owned(),
             serde_json::to_string(&references).expect("strings serialize"),
         ),
@@ -908,6 +1051,15 @@ pub fn outputs(published: &Published) -> Vec<(String, String)> {
     out
 }
 
+fn floating_tags(published: &Published, moved: bool) -> Vec<&str> {
+    published
+        .floating
+        .iter()
+        .filter(|f| f.moved == moved)
+        .map(|f| f.tag.as_str())
+        .collect()
+}
+
 fn seconds(duration: Duration) -> String {
     if duration < Duration::from_secs(1) {
         format!("{} ms", duration.as_millis())
@@ -926,6 +1078,20 @@ fn pull_command(target: &str, tag: &str) -> String {
 }
 
 /// The step summary section (Markdown): tag, registries, platforms with their digests, pull commands, durations.
+/// `tag 1.2 moved (was 1.2.2)`, `tag 1 left alone (stays on 1.3.0, newer than 1.2.3)`.
+fn floating_line(floating: &Floating) -> String {
+    format!(
+        "tag {} {} ({})",
+        floating.tag,
+        if floating.moved {
+            "moved"
+        } else {
+            "left alone"
+        },
+        floating.note
+    )
+}
+
 pub fn summary(published: &Published) -> String {
     let mut out = format!(
         "### Image `{}` published\n\nManifest list `{}`\n\n| Registry | Reference | Before |\n|---|---|---|\n",
@@ -942,6 +1108,9 @@ pub fn summary(published: &Published) -> String {
             target.split('/').next().unwrap_or(target),
             published.tag
         ));
+    }
+    for floating in &published.floating {
+        out.push_str(&format!("\nFloating {}.\n", floating_line(floating)));
     }
     out.push_str("\n| Platform | Digest | Size |\n|---|---|---|\n");
     for child in &published.children {
@@ -1211,8 +1380,18 @@ mod tests {
 
     /// Pushes a one-config image for `platform` into `target`, as `image push` would.
     fn push_image(memory: &Memory, target: &str, platform: (&str, &str)) -> Child {
+        push_versioned(memory, target, platform, "0.0.0")
+    }
+
+    /// An image whose config carries the version label `version`.
+    fn push_versioned(
+        memory: &Memory,
+        target: &str,
+        platform: (&str, &str),
+        version: &str,
+    ) -> Child {
         let config = format!(
-            r#"{{"os":"{}","architecture":"{}","config":{{"Healthcheck":{{}}}}}}"#,
+            r#"{{"os":"{}","architecture":"{}","config":{{"Healthcheck":{{}},"Labels":{{"org.opencontainers.image.version":"{version}"}}}}}}"#,
             platform.0, platform.1
         );
         let config_digest = memory.put_blob(target, config.as_bytes());
@@ -1274,6 +1453,7 @@ mod tests {
         memory.clear_calls();
         let request = Request {
             tag: "latest".into(),
+            floating: Vec::new(),
             children,
             prune_previous: true,
         };
@@ -1429,7 +1609,7 @@ mod tests {
         let err = run(&memory, &request).unwrap_err();
         assert_eq!(exit::code_of(&err), 4);
         let msg = format!("{err:#}");
-        assert!(msg.contains(&format!("{A}: tag put back")), "{msg}");
+        assert!(msg.contains(&format!("{A}: tag latest put back")), "{msg}");
         assert_eq!(memory.tags(), before);
 
         // Where the tag is new, it cannot be taken back: the message says so.
@@ -1441,6 +1621,88 @@ mod tests {
             msg.contains("is new there and stays on the new list"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn floating_tags_only_move_forward() {
+        let memory = Memory::default();
+        // Releases in this order, each with floating X.Y and X: (version, build seed, what 0.1 and 0 name after).
+        let release = |version: &str| {
+            let mut children = Vec::new();
+            for target in [A, B] {
+                children = vec![
+                    push_versioned(&memory, target, ("linux", "amd64"), version),
+                    push_versioned(&memory, target, ("linux", "arm64"), version),
+                ];
+            }
+            let v = semver::Version::parse(version).unwrap();
+            let request = Request {
+                tag: version.into(),
+                floating: vec![format!("{}.{}", v.major, v.minor), v.major.to_string()],
+                children,
+                prune_previous: false,
+            };
+            let published = run(&memory, &request).unwrap();
+            let moves: Vec<(String, bool, String)> = published
+                .floating
+                .iter()
+                .map(|f| (f.tag.clone(), f.moved, f.note.clone()))
+                .collect();
+            (published.digest, moves)
+        };
+        let named = |tag: &str| -> Vec<Digest> {
+            memory
+                .tags()
+                .into_iter()
+                .filter(|(_, t, _)| t == tag)
+                .map(|(_, _, digest)| digest)
+                .collect()
+        };
+        let own = |s: &str| (s.to_owned(), true, "new".to_owned());
+        // A new line: both tags are new.
+        let (first, moves) = release("0.1.0");
+        assert_eq!(moves, [own("0.1"), own("0")]);
+        // A higher minor: 0.2 is new, 0 moves forward.
+        let (second, moves) = release("0.2.0");
+        assert_eq!(moves, [own("0.2"), ("0".into(), true, "was 0.1.0".into())]);
+        // An older line's patch: 0.1 moves forward, 0 stays on the newer 0.2.0.
+        let (third, moves) = release("0.1.1");
+        assert_eq!(
+            moves,
+            [
+                ("0.1".into(), true, "was 0.1.0".into()),
+                ("0".into(), false, "stays on 0.2.0, newer than 0.1.1".into())
+            ]
+        );
+        assert_eq!(named("0.1"), [third.clone(), third.clone()]);
+        assert_eq!(named("0"), [second.clone(), second.clone()]);
+        for (tag, digest) in [("0.1.0", &first), ("0.2.0", &second), ("0.1.1", &third)] {
+            assert_eq!(named(tag), [digest.clone(), digest.clone()], "{tag}");
+        }
+        // The same version released again moves its floating tags to the new list.
+        let (again, moves) = release("0.2.0");
+        assert_eq!(moves[1], ("0".into(), true, "was 0.2.0".into()));
+        assert_eq!(named("0"), [again.clone(), again]);
+        assert!(named("latest").is_empty());
+    }
+
+    #[test]
+    fn floating_tags_need_a_version() {
+        for (tag, list, ok) in [
+            ("1.2.3", "1.2,1", true),
+            ("1.2.3", "", true),
+            ("latest", "", true),
+            ("latest", "1", false),
+            ("1.2.3", "latest", false),
+            ("1.2.3", "1.2.3", false),
+            ("1.2.3", "a b", false),
+        ] {
+            let got = parse_floating(tag, list);
+            assert_eq!(got.is_ok(), ok, "{tag} {list}: {got:?}");
+            if let Err(err) = got {
+                assert_eq!(exit::code_of(&err), 2);
+            }
+        }
     }
 
     #[test]
@@ -1487,7 +1749,7 @@ mod tests {
             &format!("PRUNE  {B} superseded <previous>")
         );
         let unbuilt: Vec<String> =
-            planned_calls_before_build("latest", true, &[AMD, ARM], &targets())
+            planned_calls_before_build(("latest", &[]), true, &[AMD, ARM], &targets())
                 .iter()
                 .map(|c| c.to_string())
                 .collect();
@@ -1503,6 +1765,7 @@ mod tests {
     fn published() -> Published {
         Published {
             tag: "latest".into(),
+            floating: Vec::new(),
             digest: d('f'),
             targets: vec![
                 "ghcr.io/o/app".into(),
@@ -1526,6 +1789,8 @@ mod tests {
             ("tag", "latest".to_owned()),
             ("digest", d('f').to_string()),
             ("platforms", "linux/amd64,linux/arm64".into()),
+            ("floating_moved", String::new()),
+            ("floating_kept", String::new()),
             (
                 "references",
                 format!(

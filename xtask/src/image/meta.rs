@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Value};
 
-use crate::config::ImageConfig;
+use crate::config::{ImageConfig, VersionTag};
 use crate::exit;
 use crate::flags;
 use crate::github;
@@ -53,6 +53,8 @@ pub struct Job {
 pub struct Plan {
     /// The tag the manifest stage moves: `latest`, `1.2.3` or a manual run's name.
     pub tag: String,
+    /// A release's `X.Y` and `X` tags (`version-tags`), moved with the tag where that is forward.
+    pub floating_tags: Vec<String>,
     /// `1.2.3` for a release; otherwise the same as the tag.
     pub version: String,
     /// A `vX.Y.Z` tag push: publishes `X.Y.Z` and never touches `latest`.
@@ -86,7 +88,7 @@ pub enum Publication {
     /// `latest`, from main; the index it superseded is pruned.
     Latest,
     /// `X.Y.Z`, from the git tag `vX.Y.Z`; `latest` is left alone.
-    Release(String),
+    Release(semver::Version),
     /// A manual run's tag (`manual-<sha7>` by default).
     Manual(String),
 }
@@ -156,17 +158,24 @@ pub fn plan_for(
 ) -> anyhow::Result<Plan> {
     let sha = check_sha(&facts.sha)?;
     let mut warnings = Vec::new();
+    let mut floating_tags = Vec::new();
     let (tag, version, is_release, from_main) = match publication {
         Publication::Latest => ("latest".to_owned(), "latest".to_owned(), false, true),
         Publication::Release(version) => {
-            if version != config.version {
+            if semver::Version::parse(&config.version).ok().as_ref() != Some(&version) {
                 warnings.push(format!(
                     "Tag 'v{version}' publishes {version} but Cargo.toml's version is {}; bump the version in \
                      Cargo.toml before tagging so the binary reports the same version",
                     config.version
                 ));
             }
-            (version.clone(), version, true, false)
+            floating_tags = config
+                .version_tags
+                .iter()
+                .filter(|pattern| **pattern != VersionTag::Patch)
+                .map(|pattern| pattern.render(&version))
+                .collect();
+            (version.to_string(), version.to_string(), true, false)
         }
         Publication::Manual(tag) => (tag.clone(), tag, false, false),
     };
@@ -216,6 +225,7 @@ pub fn plan_for(
 
     Ok(Plan {
         prune_previous: from_main && push,
+        floating_tags,
         tag,
         version,
         is_release,
@@ -275,9 +285,9 @@ pub fn rfc3339(epoch: u64) -> String {
 }
 
 /// `v1.2.3` -> `1.2.3`; anything but `v` and exactly three numeric parts without leading zeros is refused.
-pub fn release_version(tag: &str) -> anyhow::Result<String> {
+pub fn release_version(tag: &str) -> anyhow::Result<semver::Version> {
     match version_of_tag(tag) {
-        Some(version) => Ok(version.to_owned()),
+        Some(version) => Ok(version),
         None => Err(exit::invalid(format!(
             "Tag '{tag}' does not follow semantic versioning (expected: v1.2.3)\n\
              A release tag is `v` and three numbers without leading zeros, nothing more. To fix it, delete the tag \
@@ -287,20 +297,11 @@ pub fn release_version(tag: &str) -> anyhow::Result<String> {
     }
 }
 
-/// The one semantic-version check: `v1.2.3` -> `1.2.3`, `None` for anything but `v` and three numbers without
-/// leading zeros.
-pub fn version_of_tag(tag: &str) -> Option<String> {
-    let numeric = |part: &str| {
-        !part.is_empty()
-            && part.bytes().all(|b| b.is_ascii_digit())
-            && (part == "0" || !part.starts_with('0'))
-    };
-    tag.strip_prefix('v')
-        .filter(|rest| {
-            let parts: Vec<&str> = rest.split('.').collect();
-            parts.len() == 3 && parts.iter().all(|p| numeric(p))
-        })
-        .map(str::to_owned)
+/// The one release-version rule: `v1.2.3` -> 1.2.3 (semver, which refuses leading zeros and missing parts);
+/// `None` for anything else, a pre-release or build suffix included.
+pub fn version_of_tag(tag: &str) -> Option<semver::Version> {
+    let version = semver::Version::parse(tag.strip_prefix('v')?).ok()?;
+    (version.pre.is_empty() && version.build.is_empty()).then_some(version)
 }
 
 /// A manual run's tag: a legal OCI tag that cannot be mistaken for `latest` or a release.
@@ -422,6 +423,8 @@ impl Plan {
     pub fn to_json(&self) -> Value {
         json!({
             "tag": self.tag,
+            "tags": self.tags(),
+            "floating_tags": self.floating_tags,
             "version": self.version,
             "is_release": self.is_release,
             "push": self.push,
@@ -434,10 +437,19 @@ impl Plan {
         })
     }
 
+    /// Every tag the run may move: the tag, then the floating ones.
+    pub fn tags(&self) -> Vec<String> {
+        std::iter::once(self.tag.clone())
+            .chain(self.floating_tags.iter().cloned())
+            .collect()
+    }
+
     /// The step outputs the workflow's later jobs read.
     pub fn outputs(&self) -> Vec<(&'static str, String)> {
         vec![
             ("tag", self.tag.clone()),
+            ("tags", self.tags().join(",")),
+            ("floating_tags", self.floating_tags.join(",")),
             ("version", self.version.clone()),
             ("is_release", self.is_release.to_string()),
             ("skip_push", (!self.push).to_string()),
@@ -462,6 +474,13 @@ impl Plan {
         };
         let _ = writeln!(out, "Plan for {what} ({})", short(&facts.sha));
         let _ = writeln!(out, "  tag:        {}", self.tag);
+        if !self.floating_tags.is_empty() {
+            let _ = writeln!(
+                out,
+                "  floating:   {} (each moves only forward)",
+                self.floating_tags.join(", ")
+            );
+        }
         let _ = writeln!(out, "  version:    {}", self.version);
         let _ = writeln!(
             out,
@@ -507,6 +526,9 @@ impl Plan {
             &format!("{} {} ({})", facts.event, facts.git_ref, short(&facts.sha)),
         );
         row("tag", &self.tag);
+        if !self.floating_tags.is_empty() {
+            row("floating tags", &self.floating_tags.join(", "));
+        }
         row("version", &self.version);
         row("release", &self.is_release.to_string());
         row(
@@ -620,6 +642,7 @@ mod tests {
             targets: vec![GHCR.into(), HUB.into()],
             build_args: BTreeMap::new(),
             cache_repo: None,
+            version_tags: vec![VersionTag::Patch],
             runners: BTreeMap::new(),
             version: "1.2.3".into(),
             description: Some("d".into()),
@@ -689,6 +712,9 @@ mod tests {
             (case("push", "refs/tags/v1.0", none), R(2, "Tag 'v1.0' does not follow semantic versioning (expected: v1.2.3)")),
             (case("push", "refs/tags/1.2.3", none), R(2, "Tag '1.2.3' does not follow semantic versioning")),
             (case("push", "refs/tags/v1.2.3-beta", none), R(2, "Tag 'v1.2.3-beta' does not follow")),
+            (case("push", "refs/tags/v1.2.3-rc.1", none), R(2, "Tag 'v1.2.3-rc.1' does not follow")),
+            (case("push", "refs/tags/v1.2.3+build.5", none), R(2, "Tag 'v1.2.3+build.5' does not follow")),
+            (case("push", "refs/tags/v1.2", none), R(2, "Tag 'v1.2' does not follow")),
             (case("push", "refs/tags/v1.2.3.4", none), R(2, "Tag 'v1.2.3.4' does not follow")),
             (case("push", "refs/tags/v01.2.3", none), R(2, "Tag 'v01.2.3' does not follow")),
             (case("push", "refs/tags/v1.02.3", none), R(2, "Tag 'v1.02.3' does not follow")),
@@ -842,6 +868,32 @@ mod tests {
                 (want, got) => panic!("{facts:?}: wanted {want:?}, got {got:?}"),
             }
         }
+    }
+
+    #[test]
+    fn floating_tags_follow_the_version_tags() {
+        let mut config = settings();
+        config.version_tags = vec![VersionTag::Patch, VersionTag::Minor, VersionTag::Major];
+        let release = plan(&facts("push", "refs/tags/v1.2.3"), &config, &|_| Ok(true)).unwrap();
+        assert_eq!(release.floating_tags, ["1.2", "1"]);
+        let outputs: BTreeMap<_, _> = release.outputs().into_iter().collect();
+        assert_eq!(outputs["tags"], "1.2.3,1.2,1");
+        assert_eq!(outputs["floating_tags"], "1.2,1");
+        // Only a version release has floating tags.
+        for (event, git_ref) in [
+            ("push", "refs/heads/main"),
+            ("workflow_dispatch", "refs/heads/main"),
+        ] {
+            let other = plan(&facts(event, git_ref), &config, &|_| Ok(true)).unwrap();
+            assert!(other.floating_tags.is_empty(), "{event}");
+            assert_eq!(other.tags(), std::slice::from_ref(&other.tag));
+        }
+        // Cargo.toml's version is compared as a version.
+        config.version = "1.2.3".into();
+        assert!(release.warnings.is_empty(), "{:?}", release.warnings);
+        config.version = "1.2.4".into();
+        let differs = plan(&facts("push", "refs/tags/v1.2.3"), &config, &|_| Ok(true)).unwrap();
+        assert_eq!(differs.warnings.len(), 1, "{:?}", differs.warnings);
     }
 
     #[test]

@@ -240,7 +240,7 @@ impl Release {
                         }
                     ),
                     manifest::planned_calls_before_build(
-                        &self.plan.tag,
+                        (&self.plan.tag, &self.plan.floating_tags),
                         self.plan.prune_previous,
                         &self.platforms(),
                         &self.targets,
@@ -406,6 +406,7 @@ impl Release {
             Step::Manifest => {
                 let request = manifest::Request {
                     tag: self.plan.tag.clone(),
+                    floating: self.plan.floating_tags.clone(),
                     children: manifest::read_digest_dir(&self.digest_dir, &self.platforms())?
                         .into_iter()
                         .map(|(child, _)| child)
@@ -627,7 +628,7 @@ pub fn check_version_release(
     git: &Git,
     tag_commit: &TagCommit,
     cargo_version: &str,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<semver::Version> {
     let number = meta::version_of_tag(version).ok_or_else(|| {
         exit::invalid(format!(
             "--version {version:?} is not a release version: use `v` and three numbers without leading zeros, \
@@ -663,7 +664,7 @@ pub fn check_version_release(
             }
         ));
     }
-    if cargo_version != number {
+    if semver::Version::parse(cargo_version).ok().as_ref() != Some(&number) {
         problems.push(format!(
             "Cargo.toml's version is {cargo_version}, but the release is {number}; set `version = \"{number}\"` in \
              Cargo.toml, commit, and tag that commit {version}"
@@ -894,7 +895,7 @@ mod tests {
         for (version, changes, tag, cargo, want) in cases {
             let got = check_version_release(version, &git(&changes), &tag, cargo);
             match (got, want) {
-                (Ok(number), Ok(want)) => assert_eq!(number, want, "{version}"),
+                (Ok(number), Ok(want)) => assert_eq!(number.to_string(), want, "{version}"),
                 (Err(err), Err(fragments)) => {
                     assert_eq!(exit::code_of(&err), 2, "{version}");
                     let msg = err.to_string();
