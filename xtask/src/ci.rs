@@ -6,7 +6,7 @@
 //! `cargo test` after `cargo xtask ci --setup-only` finds the same images and configuration. The tests that need
 //! the bench (podman, base images) are `#[ignore]`d so a bare `cargo test` stays quick; ci runs them all.
 
-mod base_images;
+pub mod base_images;
 mod setup;
 
 use std::path::{Path, PathBuf};

@@ -9,10 +9,9 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 
 use anyhow::Context;
-use sha2::{Digest, Sha256};
 use xshell::{cmd, Shell};
 
-use crate::oci::Platform;
+use crate::oci::{Digest, Platform};
 
 pub const RUST_BUILDER: &str = "localhost/xtask/rust-builder:trixie";
 pub const KEY_LABEL: &str = "xtask.content-key";
@@ -59,7 +58,7 @@ pub fn builder_key(host: Platform, ca_bundle: &[u8]) -> String {
         host.arch,
         &builder_packages(host).join(","),
         &BUILDER_ENV.join(","),
-        &format!("{:x}", Sha256::digest(ca_bundle)),
+        Digest::of(ca_bundle).hex(),
     ])
 }
 
@@ -75,8 +74,7 @@ pub fn busybox_key(platform: Platform) -> String {
 }
 
 fn content_key(parts: &[&str]) -> String {
-    let digest = Sha256::digest(parts.join("\n"));
-    format!("{digest:x}")[..16].to_owned()
+    Digest::of(parts.join("\n").as_bytes()).hex()[..16].to_owned()
 }
 
 /// The content key label of a local image (None when the image is absent).

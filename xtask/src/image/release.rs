@@ -102,6 +102,8 @@ struct Local {
 
 /// Everything a release does, decided before anything runs.
 pub struct Release {
+    /// `--local` builds on the local Rust builder (made first if it is missing).
+    local_builder: bool,
     plan: meta::Plan,
     build: build::BuildPlan,
     targets: Vec<Reference>,
@@ -114,6 +116,7 @@ pub struct Release {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
     StartRegistry,
+    LocalBuilder,
     CheckBaseImages,
     Build(Platform),
     Push(Platform),
@@ -160,8 +163,37 @@ impl Release {
             cache_repo: flags.cache_repo.clone(),
             labels: plan.labels.clone(),
         };
-        let build = build::BuildPlan::new(&config, &request, &build::Facts::of(session)?)?;
+        let mut build = build::BuildPlan::new(&config, &request, &build::Facts::of(session)?)?;
+        // --local needs no flags: a configured base that cannot be pulled gives way to the local one `cargo xtask
+        // ci` makes. A base named with --build-arg is kept, reachable or not.
+        let mut local_builder = false;
+        if local.is_some() {
+            let given: Vec<&str> = flags
+                .build_arg
+                .iter()
+                .filter_map(|arg| arg.split_once('=').map(|(key, _)| key.trim()))
+                .collect();
+            let containerfile = std::fs::read_to_string(&build.containerfile)
+                .with_context(|| format!("read {}", build.containerfile.display()))?;
+            let bases = base_images(&containerfile_defaults(&containerfile), &build.build_args);
+            for (arg, image) in bases {
+                let Some(stand_in) =
+                    local_stand_in(&arg).filter(|_| !given.contains(&arg.as_str()))
+                else {
+                    continue;
+                };
+                if let Err(why) = base_state(&session.sh, &image) {
+                    println!(
+                        "base image {arg}={image} cannot be pulled ({why}); using {stand_in} instead, as \
+                         `cargo xtask ci` does (pass --build-arg {arg}=… to choose)"
+                    );
+                    local_builder |= stand_in != "scratch";
+                    build.build_args.insert(arg, stand_in.to_owned());
+                }
+            }
+        }
         Ok(Release {
+            local_builder,
             targets: parse_targets(&plan.targets)?,
             digest_dir: build.out_dir.join("digests"),
             insecure: flags.insecure_registry.clone(),
@@ -181,6 +213,9 @@ impl Release {
         let mut steps = Vec::new();
         if self.local.is_some() {
             steps.push(Step::StartRegistry);
+        }
+        if self.local_builder {
+            steps.push(Step::LocalBuilder);
         }
         steps.push(Step::CheckBaseImages);
         steps.extend(platforms.iter().map(|&p| Step::Build(p)));
@@ -203,6 +238,13 @@ impl Release {
                     local_registry::describe_start(&local.runner, &local.address, &scratch),
                 )
             }
+            Step::LocalBuilder => (
+                format!(
+                    "make the local Rust builder {} if it is missing or stale (as `cargo xtask ci` does)",
+                    crate::ci::base_images::RUST_BUILDER
+                ),
+                vec!["mmdebstrap trixie with rustc and the cross toolchain, then podman import".into()],
+            ),
             Step::CheckBaseImages => (
                 "check the base images are here or reachable".into(),
                 self.base_images()
@@ -387,6 +429,14 @@ impl Release {
                 );
                 progress.registry = Some(registry);
             }
+            Step::LocalBuilder => {
+                build::require_podman()?;
+                let dir = crate::ci::ci_dir(&session.root);
+                crate::ci::base_images::ensure_rust_builder(&session.sh, &dir, self.build.build_platform)
+                    .context(
+                        "make the local Rust builder; `cargo xtask ci --setup-only` (as root) installs what it needs",
+                    )?;
+            }
             Step::CheckBaseImages => {
                 build::require_podman()?;
                 check_base_images(&session.sh, &self.base_images()?)?;
@@ -484,6 +534,7 @@ impl Release {
 fn phase_name(step: Step) -> String {
     match step {
         Step::StartRegistry => "start the registry".into(),
+        Step::LocalBuilder => "local Rust builder".into(),
         Step::CheckBaseImages => "check base images".into(),
         Step::Build(platform) => format!("build {platform}"),
         Step::Push(platform) => format!("push {platform}"),
@@ -507,50 +558,59 @@ const BASE_TIMEOUT: &str = "20s";
 fn check_base_images(sh: &Shell, images: &[(String, String)]) -> anyhow::Result<()> {
     let mut missing = Vec::new();
     for (arg, image) in images {
-        if cmd!(sh, "podman image exists {image}")
-            .quiet()
-            .ignore_stderr()
-            .run()
-            .is_ok()
-        {
-            println!("base image {arg}={image}: in local storage");
-            continue;
-        }
-        let transport = format!("docker://{image}");
-        let output = cmd!(
-            sh,
-            "skopeo --command-timeout {BASE_TIMEOUT} inspect --raw --retry-times 0 {transport}"
-        )
-        .quiet()
-        .ignore_status()
-        .output();
-        match output {
-            Ok(output) if output.status.success() => {
-                println!("base image {arg}={image}: reachable, podman will pull it");
-            }
-            Ok(output) => {
-                let stderr = String::from_utf8_lossy(&output.stderr);
-                let why = stderr
-                    .lines()
-                    .last()
-                    .unwrap_or("skopeo could not read it")
-                    .trim();
-                let why = why
-                    .rsplit_once("msg=")
-                    .map_or(why, |(_, msg)| msg.trim_matches('"'));
-                missing.push((arg.clone(), image.clone(), why.to_owned()));
-            }
-            Err(err) => missing.push((
-                arg.clone(),
-                image.clone(),
-                format!("could not run skopeo ({err})"),
-            )),
+        match base_state(sh, image) {
+            Ok(where_) => println!("base image {arg}={image}: {where_}"),
+            Err(why) => missing.push((arg.clone(), image.clone(), why)),
         }
     }
     if missing.is_empty() {
         Ok(())
     } else {
         Err(exit::build_failed(unreachable_bases_message(&missing)))
+    }
+}
+
+/// Where a base image comes from: local storage or its registry; `Err(why)` when neither has it.
+fn base_state(sh: &Shell, image: &str) -> Result<&'static str, String> {
+    if cmd!(sh, "podman image exists {image}")
+        .quiet()
+        .ignore_stderr()
+        .run()
+        .is_ok()
+    {
+        return Ok("in local storage");
+    }
+    let transport = format!("docker://{image}");
+    let output = cmd!(
+        sh,
+        "skopeo --command-timeout {BASE_TIMEOUT} inspect --raw --retry-times 0 {transport}"
+    )
+    .quiet()
+    .ignore_status()
+    .output()
+    .map_err(|err| format!("could not run skopeo ({err})"))?;
+    if output.status.success() {
+        return Ok("reachable, podman will pull it");
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let why = stderr
+        .lines()
+        .last()
+        .unwrap_or("skopeo could not read it")
+        .trim();
+    Err(why
+        .rsplit_once("msg=")
+        .map_or(why, |(_, msg)| msg.trim_matches('"'))
+        .to_owned())
+}
+
+/// The local stand-in for a base `--local` cannot pull: the Rust builder `cargo xtask ci` makes, or no runtime
+/// base at all (the binary is static).
+fn local_stand_in(arg: &str) -> Option<&'static str> {
+    match arg {
+        "RUST_IMAGE" => Some(crate::ci::base_images::RUST_BUILDER),
+        "RUNTIME_IMAGE" => Some("scratch"),
+        _ => None,
     }
 }
 
