@@ -4,14 +4,14 @@
 //! all-or-nothing rule: a missing digest file, a wrong architecture or a child missing in one registry moves no tag
 //! in any registry and writes nothing; a dry run leaves the storage byte for byte unchanged.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use support::registry::{self as harness, Auth, Export, Run, TempDir, TestRegistry, Xtask};
+
+use crate::support;
+use crate::support::registry::{self as harness, Auth, Export, Run, TempDir, TestRegistry, Xtask};
 
 const REPO: &str = "team/app";
 const USER: &str = "ci";

@@ -148,8 +148,6 @@ impl Plan {
 /// One request as the proxy saw it.
 #[derive(Clone, Debug)]
 pub struct Exchange {
-    /// Arrival order, from 0.
-    pub index: usize,
     pub method: String,
     /// The request target (path and query).
     pub path: String,
@@ -162,19 +160,12 @@ pub struct Exchange {
     pub body_bytes: u64,
     /// Whether the client's request body arrived complete.
     pub body_complete: bool,
-    /// When the request head arrived.
-    pub at: Instant,
 }
 
 impl Exchange {
     /// PUT, POST, PATCH or DELETE: a request that may change the registry.
     pub fn is_write(&self) -> bool {
         matches!(self.method.as_str(), "PUT" | "POST" | "PATCH" | "DELETE")
-    }
-
-    /// Whether the registry got the request (it may have acted on it whatever the client was told).
-    pub fn reached_registry(&self) -> bool {
-        self.upstream_status.is_some()
     }
 }
 
@@ -202,11 +193,6 @@ impl Rng {
     /// Uniform in [0, 1).
     pub fn next_f64(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Uniform in [0, n).
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
     }
 }
 
@@ -667,7 +653,6 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
         let fault = choose(&mut state, &head);
         let index = state.log.len();
         state.log.push(Exchange {
-            index,
             method: head.method.clone(),
             path: head.target.clone(),
             fault: fault.clone(),
@@ -675,7 +660,6 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
             upstream_status: None,
             body_bytes: 0,
             body_complete: false,
-            at: Instant::now(),
         });
         (index, fault, state.plan.stall, state.plan.throttle)
     };

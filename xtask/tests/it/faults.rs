@@ -3,16 +3,14 @@
 //! with a correct index everywhere or with exit 4 and every tag where it was), a stalled registry that must fail
 //! within a stated bound, and a push killed mid-upload whose rerun sends only what is missing.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::fault_proxy::{Exchange, Fault, FaultProxy, Plan, Rule};
-use support::registry::{self as harness, Auth, Export, Run, TestRegistry, Xtask};
+use crate::support::fault_proxy::{Exchange, Fault, FaultProxy, Plan, Rule};
+use crate::support::registry::{self as harness, Auth, Export, Run, TestRegistry, Xtask};
 
 const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 const ACCEPT: &str = "application/vnd.docker.distribution.manifest.list.v2+json, \

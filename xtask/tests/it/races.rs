@@ -11,15 +11,13 @@
 //! goes with it, and no client-side check closes that window (only not publishing concurrently does). Those rounds
 //! still assert the three properties above and count the lost tags, which the summary reports.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use support::fault_proxy::Rng;
-use support::registry::{self as harness, Auth, Export, Run, TestRegistry, Xtask};
+use crate::support::fault_proxy::Rng;
+use crate::support::registry::{self as harness, Auth, Export, Run, TestRegistry, Xtask};
 
 const REPO: &str = "team/app";
 const USER: &str = "ci-bot";

@@ -6,12 +6,10 @@
 //! write (no PUT, POST, PATCH or DELETE). Control runs with good inputs through the same proxy do write, so the
 //! silence is the inputs' doing.
 
-mod support;
-
 use std::net::SocketAddr;
 
-use support::fault_proxy::{FaultProxy, Plan};
-use support::registry::{self as harness, Auth, Export, TestRegistry, Xtask};
+use crate::support::fault_proxy::{FaultProxy, Plan};
+use crate::support::registry::{self as harness, Auth, Export, TestRegistry, Xtask};
 
 const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
 const REPO: &str = "team/app";

@@ -7,8 +7,6 @@
 //! `target/ci/env`. Each platform is built once per content key (sources, Containerfile, xtask binary, HEAD) and
 //! shared between tests and test processes through a lock file, so a run builds each platform once.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -17,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use support::registry::{free_port, sha256};
+
+use crate::support;
+use crate::support::registry::{free_port, sha256};
 
 const XTASK: &str = env!("CARGO_BIN_EXE_xtask");
 /// A platform's ELF machine numbers (e_machine).

@@ -3,14 +3,12 @@
 //! lists and removes untagged clutter. Stand-ins for GitHub's and Docker Hub's APIs are tested in the crate
 //! (`src/image/prune/registry_tests.rs`).
 
-mod support;
-
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::registry::{self as harness, Auth, Export, TestRegistry, Xtask};
+use crate::support::registry::{self as harness, Auth, Export, TestRegistry, Xtask};
 
 const PLATFORMS: [(&str, &str); 2] = [("linux/amd64", "amd64"), ("linux/arm64", "arm64")];
 

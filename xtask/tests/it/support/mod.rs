@@ -1,10 +1,10 @@
-//! Shared by the workflow tests: reading .github/workflows/build-images.yml, splitting its one-line `run:` commands
-//! into argv, and a small simulator that runs the workflow's jobs locally the way GitHub would.
+//! The harness every test module shares: the checkout's paths, the test bench's variables (`target/ci/env`),
+//! reading .github/workflows/build-images.yml and splitting its one-line `run:` commands into argv.
 //!
-//! `registry`: real distribution registries in each auth mode, a token server, synthetic image exports and running
-//! the xtask binary (its API is documented at the top of support/registry.rs).
-
-#![allow(dead_code)]
+//! - `registry`: real distribution registries in each auth mode, a token server, synthetic image exports and running
+//!   the xtask binary (its API is documented at the top of support/registry.rs).
+//! - `fault_proxy`: the fault-injecting proxy put between the xtask and a registry.
+//! - `simulate`: runs the workflow's jobs locally the way GitHub would.
 
 pub mod fault_proxy;
 pub mod registry;

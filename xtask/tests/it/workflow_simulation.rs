@@ -6,15 +6,14 @@
 //! with the same digests). The cases that build use the local Rust builder image and the podman configuration that
 //! `cargo xtask ci --setup-only` leaves in target/ci/env (the runtime base is `scratch`: the binary is static).
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::simulate::{self, Event, Local, Outcome, Status};
+use crate::support;
+use crate::support::simulate::{self, Event, Local, Outcome, Status};
 
 /// The simulated jobs share this checkout's target/ (digests, exports) and the local image tags: one simulation at
 /// a time, across test processes too (nextest runs each test in its own process). The lock ends with the file.

@@ -6,8 +6,6 @@
 //! The builds take minutes, so the tests run one at a time and share podman's layer cache: the first release builds
 //! each platform, later ones reuse the layers. The clones share one cargo target directory under CARGO_TARGET_TMPDIR.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -17,8 +15,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use support::registry::{self as harness, Auth, Export, Run, TestRegistry, Xtask};
 use xshell::{cmd, Shell};
+
+use crate::support;
+use crate::support::registry::{self as harness, Auth, Export, Run, TestRegistry, Xtask};
 
 const REPO: &str = "team/app";
 const USER: &str = "releaser";
@@ -55,7 +55,7 @@ fn bench() -> Bench {
     }
 }
 
-/// Holds the locks `xtask/tests/build.rs` builds each platform under, so test processes running side by side do not
+/// Holds the locks `xtask/tests/it/build.rs` builds each platform under, so test processes running side by side do not
 /// build the same image at the same time (the second one then finds podman's layer cache warm).
 fn build_locks() -> Vec<std::fs::File> {
     let dir = target_dir().join("tests/build");

@@ -2,12 +2,10 @@
 //! distribution registry: retries on 5xx/429 (with Retry-After), never on other 4xx, the exit-4 message after the
 //! last attempt, uploads whose outcome is unknown, dropped connections and read timeouts.
 
-mod support;
-
 use std::path::Path;
 use std::time::Duration;
 
-use support::registry::{
+use crate::support::registry::{
     self as harness, Auth, Export, Fault, FaultAction, FaultProxy, TestRegistry, Xtask,
 };
 

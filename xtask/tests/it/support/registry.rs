@@ -1,8 +1,7 @@
 //! Shared harness of the xtask integration tests: real distribution registries (`docker-registry serve`) on free
 //! loopback ports in each auth mode, an in-process token server, synthetic image exports, and running the xtask.
 //!
-//! Use it from a test file with `mod support;` and `use support::registry::…` (each test binary compiles its own
-//! copy; unused items are fine).
+//! Use it from a test module with `use crate::support::registry::…`.
 //!
 //! API
 //! - [`TestRegistry::start(Auth)`] starts a registry (storage in a temp dir, `delete: enabled: true`, access log
@@ -660,7 +659,6 @@ fn percent_decode(value: &str) -> String {
 /// An image export as `podman push --format v2s2 IMG dir:DIR` leaves it.
 #[derive(Clone, Debug)]
 pub struct Export {
-    pub dir: PathBuf,
     /// The manifest's digest: what the push must produce everywhere.
     pub digest: String,
     pub manifest: Vec<u8>,
@@ -716,7 +714,6 @@ impl Export {
         std::fs::write(dir.join("manifest.json"), &manifest).unwrap();
         std::fs::write(dir.join("version"), "Directory Transport Version: 1.1\n").unwrap();
         Export {
-            dir: dir.to_owned(),
             digest: sha256(&manifest),
             manifest,
             total_size: config.len() as u64 + layers.iter().map(|(_, s)| s).sum::<u64>(),
@@ -951,19 +948,6 @@ impl Fault {
             times,
             action,
         }
-    }
-
-    pub fn status(method: &str, path: &str, times: usize, status: u16) -> Fault {
-        Fault::new(
-            method,
-            path,
-            times,
-            FaultAction::Status {
-                status,
-                retry_after: None,
-                code: None,
-            },
-        )
     }
 }
 
