@@ -78,7 +78,7 @@ fn bad_inputs_fail_clearly_and_write_nothing() {
     let registry = TestRegistry::start(Auth::Anonymous);
     let upstream: SocketAddr = registry.address.parse().unwrap();
     let proxy = FaultProxy::start(upstream, Plan::default());
-    let target = format!("{}/{REPO}", proxy.address());
+    let target = proxy.reference(REPO);
     let work = harness::temp_dir("bad-input");
     let dir = work.path();
     let images = [
@@ -635,7 +635,7 @@ fn bad_inputs_fail_clearly_and_write_nothing() {
     let file = dir.join("a-file");
     std::fs::write(&file, "").unwrap();
     // (Into a repository that lacks the image, or the push would have nothing to write anyway.)
-    let fresh = format!("{}/team/fresh", proxy.address());
+    let fresh = proxy.reference("team/fresh");
     let mut c = case(
         "digest directory that is a file",
         &[

@@ -36,7 +36,7 @@ impl Site {
 
     /// The `--to` value: the repository behind the proxy.
     fn target(&self) -> String {
-        format!("{}/{REPO}", self.proxy.address())
+        self.proxy.reference(REPO)
     }
 
     /// GET a manifest straight from the registry (not through the proxy), with the registry's credentials:
@@ -443,7 +443,7 @@ fn a_seed_replays_the_same_faults() {
     for round in 0..2 {
         let dir = work.path().join(format!("round-{round}"));
         exports(&dir, 1);
-        let target = format!("{}/{REPO}-{round}", site.proxy.address());
+        let target = site.proxy.reference(&format!("{REPO}-{round}"));
         let mark = site.proxy.mark();
         site.proxy.set_plan(Plan::random(7, 0.3));
         let run = push(&dir, "linux/amd64", &[target], FAST).run();
@@ -610,7 +610,7 @@ fn a_stalled_registry_fails_within_the_bound() {
                 push(
                     work.path(),
                     "linux/amd64",
-                    &[format!("{}/other", site.proxy.address())],
+                    &[site.proxy.reference("other")],
                     env,
                 )
             }),
@@ -672,7 +672,7 @@ fn an_upload_stalled_midway_fails_within_the_bound() {
         Export::write(&work.path().join("image/linux-amd64"), "amd64", &[layer]);
         let mark = site.proxy.mark();
         site.proxy.set_plan(stall_layer.clone());
-        let target = format!("{}/{REPO}-{layer}", site.proxy.address());
+        let target = site.proxy.reference(&format!("{REPO}-{layer}"));
         let run = stalled_run(|env| {
             push(
                 work.path(),

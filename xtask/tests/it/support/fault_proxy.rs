@@ -1,7 +1,9 @@
-//! A fault-injecting HTTP/1.1 proxy for the reliability tests: it sits on a loopback port between the xtask and a
-//! real registry, sees every request (method, path, body size), and on a seeded random fraction of them answers
-//! 503, 429 with Retry-After, 500 (once per manifest path, with or without the PUT having reached the registry),
-//! resets the connection in the middle of a request body, or stalls past the client's read timeout.
+//! The fault-injecting HTTP/1.1 proxy of the tests: it sits on a loopback port between the xtask and a real
+//! registry, sees every request (method, path, body size), and on a seeded random fraction of them answers 503, 429
+//! with Retry-After, 500 (once per manifest path, with or without the PUT having reached the registry), resets the
+//! connection in the middle of a request body, or stalls past the client's read timeout. [`Rule`]s aim one fault at
+//! chosen requests, also ones never drawn at random: any status with an error code, a connection closed before or
+//! after the registry acted, a delay before forwarding, an answer trickled out byte by byte.
 //!
 //! The same seed gives the same faults for the same sequence of requests: the xtask sends its requests one after
 //! the other, so a failing seed can be replayed. Every request is logged, faulted or not, so tests can assert that
@@ -26,6 +28,15 @@ pub enum Fault {
     Unavailable,
     /// 429 with this Retry-After value (seconds or an HTTP date); the registry never sees the request.
     TooManyRequests { retry_after: String },
+    /// This status with a distribution error body of this code; the registry never sees the request.
+    Refused { status: u16, code: String },
+    /// Read the whole request, then close the connection without forwarding or answering.
+    Dropped,
+    /// Forward the request, then close the connection without passing on the answer: the registry acted, the
+    /// client cannot know it.
+    AppliedThenDropped,
+    /// Wait this long (or until the proxy stops), then forward.
+    Delay(Duration),
     /// 500 instead of forwarding, at most once per manifest path (a manifest PUT only).
     ManifestPut500Once,
     /// The manifest PUT reaches the registry, then the client gets 500 instead of its answer: the write happened
@@ -50,6 +61,10 @@ impl Fault {
         match self {
             Fault::Unavailable => "503",
             Fault::TooManyRequests { .. } => "429",
+            Fault::Refused { .. } => "refused",
+            Fault::Dropped => "dropped",
+            Fault::AppliedThenDropped => "applied-then-dropped",
+            Fault::Delay(_) => "delay",
             Fault::ManifestPut500Once => "500-once",
             Fault::AppliedThen500 => "applied-then-500",
             Fault::ResetMidBody => "reset",
@@ -262,6 +277,11 @@ impl FaultProxy {
     /// `127.0.0.1:PORT`: what the xtask is pointed at instead of the registry.
     pub fn address(&self) -> String {
         self.addr.to_string()
+    }
+
+    /// `127.0.0.1:PORT/<repository>` through the proxy.
+    pub fn reference(&self, repository: &str) -> String {
+        format!("{}/{repository}", self.addr)
     }
 
     pub fn socket_addr(&self) -> SocketAddr {
@@ -496,16 +516,18 @@ fn copy_body(
     }
 }
 
+/// Answers `status` with a distribution error body of `code`.
 fn respond(
     client: &mut TcpStream,
     status: u16,
-    reason: &str,
+    code: &str,
     extra: &[(&str, &str)],
 ) -> io::Result<()> {
-    let code = match status {
-        429 => "TOOMANYREQUESTS",
-        503 => "UNAVAILABLE",
-        _ => "UNKNOWN",
+    let reason = match status {
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Injected",
     };
     let body =
         format!(r#"{{"errors":[{{"code":"{code}","message":"injected by the fault proxy"}}]}}"#);
@@ -638,6 +660,14 @@ fn choose(state: &mut State, head: &RequestHead) -> Option<Fault> {
     Some(fault)
 }
 
+/// Sleeps for `wait`, or until the proxy stops.
+fn pause(wait: Duration, stop: &AtomicBool) {
+    let until = Instant::now() + wait;
+    while Instant::now() < until && !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Serves one connection: one request, then close.
 fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
     if shared.stop.load(Ordering::SeqCst) {
@@ -683,11 +713,14 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
     };
     let drain = |reader: &mut BufReader<TcpStream>| body(reader, &mut io::sink(), None);
     match fault {
-        None | Some(Fault::Trickle { .. }) => {
+        None | Some(Fault::Trickle { .. } | Fault::Delay(_)) => {
             let trickle = match fault {
                 Some(Fault::Trickle { every }) => Some((every, &shared.stop)),
                 _ => None,
             };
+            if let Some(Fault::Delay(wait)) = fault {
+                pause(wait, &shared.stop);
+            }
             let mut upstream = TcpStream::connect(shared.upstream)?;
             upstream.write_all(&head.to_upstream())?;
             if let Err(err) = body(&mut reader, &mut upstream, None) {
@@ -704,7 +737,7 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
         }
         Some(Fault::Unavailable) => {
             drain(&mut reader)?;
-            respond(&mut client, 503, "Service Unavailable", &[])?;
+            respond(&mut client, 503, "UNAVAILABLE", &[])?;
             record(&mut |e| e.status = Some(503));
         }
         Some(Fault::TooManyRequests { ref retry_after }) => {
@@ -712,14 +745,32 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
             respond(
                 &mut client,
                 429,
-                "Too Many Requests",
+                "TOOMANYREQUESTS",
                 &[("retry-after", retry_after)],
             )?;
             record(&mut |e| e.status = Some(429));
         }
+        Some(Fault::Refused { status, ref code }) => {
+            drain(&mut reader)?;
+            respond(&mut client, status, code, &[])?;
+            record(&mut |e| e.status = Some(status));
+        }
+        Some(Fault::Dropped) => {
+            drain(&mut reader)?;
+            let _ = client.shutdown(Shutdown::Both);
+        }
+        Some(Fault::AppliedThenDropped) => {
+            let mut upstream = TcpStream::connect(shared.upstream)?;
+            upstream.write_all(&head.to_upstream())?;
+            body(&mut reader, &mut upstream, None)?;
+            upstream.flush()?;
+            let upstream_status = swallow_response(upstream)?;
+            record(&mut |e| e.upstream_status = Some(upstream_status));
+            let _ = client.shutdown(Shutdown::Both);
+        }
         Some(Fault::ManifestPut500Once) => {
             drain(&mut reader)?;
-            respond(&mut client, 500, "Internal Server Error", &[])?;
+            respond(&mut client, 500, "UNKNOWN", &[])?;
             record(&mut |e| e.status = Some(500));
         }
         Some(Fault::AppliedThen500) => {
@@ -729,7 +780,7 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
             upstream.flush()?;
             let upstream_status = swallow_response(upstream)?;
             record(&mut |e| e.upstream_status = Some(upstream_status));
-            respond(&mut client, 500, "Internal Server Error", &[])?;
+            respond(&mut client, 500, "UNKNOWN", &[])?;
             record(&mut |e| e.status = Some(500));
         }
         Some(Fault::ResetMidBody) => {
@@ -749,18 +800,12 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
         Some(Fault::StallMidBody) => {
             let limit = head.content_length().map_or(64, |n| n / 2);
             body(&mut reader, &mut io::sink(), Some(limit))?;
-            let until = Instant::now() + stall;
-            while Instant::now() < until && !shared.stop.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            pause(stall, &shared.stop);
             let _ = client.shutdown(Shutdown::Both);
         }
         Some(Fault::Stall) => {
             drain(&mut reader)?;
-            let until = Instant::now() + stall;
-            while Instant::now() < until && !shared.stop.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            pause(stall, &shared.stop);
             let _ = client.shutdown(Shutdown::Both);
         }
     }
