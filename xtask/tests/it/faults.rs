@@ -13,9 +13,6 @@ use crate::support::fault_proxy::{Exchange, Fault, FaultProxy, Plan, Rule};
 use crate::support::registry::{self as harness, Auth, Export, Run, TestRegistry, Xtask};
 
 const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-const ACCEPT: &str = "application/vnd.docker.distribution.manifest.list.v2+json, \
-application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, \
-application/vnd.oci.image.manifest.v1+json";
 const REPO: &str = "team/app";
 const USER: &str = "ci-bot";
 const PASSWORD: &str = "faults-test-password";
@@ -42,49 +39,16 @@ impl Site {
     /// GET a manifest straight from the registry (not through the proxy), with the registry's credentials:
     /// (digest of the bytes, bytes), or `None` when it has no such manifest.
     fn manifest(&self, reference: &str) -> Option<(String, Vec<u8>)> {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
-        let mut request = agent
-            .get(
-                self.registry
-                    .url(&format!("/v2/{REPO}/manifests/{reference}")),
-            )
-            .header("accept", ACCEPT);
-        if let Some(auth) = self.authorization() {
-            request = request.header("authorization", auth);
-        }
-        let mut response = request.call().unwrap();
-        match response.status().as_u16() {
-            200 => {
-                let bytes = response.body_mut().read_to_vec().unwrap();
-                Some((harness::sha256(&bytes), bytes))
-            }
+        let answer = self
+            .registry
+            .fetch("GET", &format!("/v2/{REPO}/manifests/{reference}"));
+        match answer.status {
+            200 => Some((harness::sha256(&answer.body), answer.body)),
             404 => None,
             other => panic!(
                 "GET manifest {reference} from {}: HTTP {other}",
                 self.registry.address
             ),
-        }
-    }
-
-    fn authorization(&self) -> Option<String> {
-        use base64::Engine;
-        match &self.registry.auth {
-            Auth::Anonymous => None,
-            Auth::Basic { user, password } => Some(format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-            )),
-            Auth::Token { .. } => {
-                let token = self
-                    .registry
-                    .token_server()
-                    .unwrap()
-                    .issue("tester", &[format!("repository:{REPO}:pull")]);
-                Some(format!("Bearer {token}"))
-            }
         }
     }
 

@@ -11,8 +11,10 @@
 //!   - `.address` (`127.0.0.1:PORT`), `.reference(repo)` (`127.0.0.1:PORT/repo`), `.url(path)`.
 //!   - `.log()` the registry's log; `.requests()` its access-log lines as [`Request`] (method, path, status);
 //!     `.requests_since(n)` the ones after the first n (take `.requests().len()` before an action).
-//!   - `.get(path)` -> (status, body) with the registry's own credentials (Basic or a token from its server).
-//!   - `.tags(repo)` -> `Ok(tags)` or `Err(status, body)` of `GET /v2/<repo>/tags/list`.
+//!   - `.fetch(method, path)` -> [`Answer`] (`status`, `body`, `digest`): the one HTTP reader of a registry in the
+//!     tests, with the registry's own credentials (Basic or a token from its server), every manifest type accepted.
+//!   - `.tags(repo)` -> `Ok(tags)` or `Err(status, body)` of `GET /v2/<repo>/tags/list`; `.repositories()` the
+//!     catalog.
 //!   - `.creds()` -> `Some("user:pass")` for skopeo's `--creds`; `.skopeo_raw(repo, digest)` -> manifest bytes read
 //!     by skopeo (`skopeo inspect --raw --tls-verify=false`); `.skopeo_inspect("repo:tag", flags)` -> `None` when the
 //!     registry does not have it.
@@ -127,6 +129,20 @@ impl Auth {
 
 /// The User-Agent of the harness's readiness probe, left out of [`TestRegistry::requests`].
 const PROBE_AGENT: &str = "xtask-test-probe";
+
+/// The manifest media types [`TestRegistry::fetch`] accepts: Docker's and OCI's, lists and images.
+const ACCEPT: &str = "application/vnd.docker.distribution.manifest.list.v2+json, \
+    application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, \
+    application/vnd.oci.image.manifest.v1+json";
+
+/// What a registry answered to [`TestRegistry::fetch`].
+#[derive(Clone, Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Vec<u8>,
+    /// The Docker-Content-Digest header.
+    pub digest: Option<String>,
+}
 
 /// One line of the registry's access log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -288,13 +304,19 @@ impl TestRegistry {
         self.requests().into_iter().skip(n).collect()
     }
 
-    /// GET with the registry's credentials: (status, body).
-    pub fn get(&self, path: &str) -> (u16, String) {
+    /// `method path` straight to the registry (past any proxy) with its own credentials (Basic, or a pull token
+    /// from its token server for the repository the path names) and every manifest media type accepted: the one
+    /// way the tests read a registry over HTTP. Status 0: no answer.
+    pub fn fetch(&self, method: &str, path: &str) -> Answer {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
             .build()
             .into();
-        let mut request = agent.get(self.url(path));
+        let mut request = ureq::http::Request::builder()
+            .method(method)
+            .uri(self.url(path))
+            .header("accept", ACCEPT);
         match &self.auth {
             Auth::Anonymous => {}
             Auth::Basic { user, password } => {
@@ -317,18 +339,46 @@ impl TestRegistry {
                 request = request.header("authorization", format!("Bearer {token}"));
             }
         }
-        let mut response = request.call().unwrap();
-        let status = response.status().as_u16();
-        let body = response.body_mut().read_to_string().unwrap_or_default();
-        (status, body)
+        match agent.run(request.body(()).unwrap()) {
+            Ok(mut response) => Answer {
+                status: response.status().as_u16(),
+                digest: response
+                    .headers()
+                    .get("docker-content-digest")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
+                body: response.body_mut().read_to_vec().unwrap_or_default(),
+            },
+            Err(_) => Answer {
+                status: 0,
+                digest: None,
+                body: Vec::new(),
+            },
+        }
+    }
+
+    /// The repositories the registry holds (`GET /v2/_catalog`).
+    pub fn repositories(&self) -> Vec<String> {
+        let answer = self.fetch("GET", "/v2/_catalog");
+        let body = String::from_utf8_lossy(&answer.body);
+        assert_eq!(answer.status, 200, "catalog of {}: {body}", self.address);
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        json["repositories"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap().to_owned())
+            .collect()
     }
 
     /// The tags of a repository, or the error status and body (distribution answers 404 NAME_UNKNOWN for a
     /// repository that holds only untagged manifests).
     pub fn tags(&self, repository: &str) -> Result<Vec<String>, (u16, String)> {
-        let (status, body) = self.get(&format!("/v2/{repository}/tags/list"));
-        if status != 200 {
-            return Err((status, body));
+        let answer = self.fetch("GET", &format!("/v2/{repository}/tags/list"));
+        assert_ne!(answer.status, 0, "no answer from {}", self.address);
+        let body = String::from_utf8_lossy(&answer.body).into_owned();
+        if answer.status != 200 {
+            return Err((answer.status, body));
         }
         let value: serde_json::Value = serde_json::from_str(&body).unwrap();
         Ok(value["tags"]
