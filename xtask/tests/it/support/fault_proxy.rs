@@ -521,7 +521,7 @@ fn respond(
     client: &mut TcpStream,
     status: u16,
     code: &str,
-    extra: &[(&str, &str)],
+    retry_after: Option<&str>,
 ) -> io::Result<()> {
     let reason = match status {
         429 => "Too Many Requests",
@@ -535,8 +535,8 @@ fn respond(
         "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
         body.len()
     );
-    for (name, value) in extra {
-        out.push_str(&format!("{name}: {value}\r\n"));
+    if let Some(value) = retry_after {
+        out.push_str(&format!("retry-after: {value}\r\n"));
     }
     out.push_str("\r\n");
     out.push_str(&body);
@@ -712,6 +712,18 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
         result.map(|_| ())
     };
     let drain = |reader: &mut BufReader<TcpStream>| body(reader, &mut io::sink(), None);
+    // Answers in the registry's place, which never sees the request.
+    let refuse = |reader: &mut BufReader<TcpStream>,
+                  client: &mut TcpStream,
+                  status: u16,
+                  code: &str,
+                  retry_after: Option<&str>|
+     -> io::Result<()> {
+        drain(reader)?;
+        respond(client, status, code, retry_after)?;
+        record(&mut |e| e.status = Some(status));
+        Ok(())
+    };
     match fault {
         None | Some(Fault::Trickle { .. } | Fault::Delay(_)) => {
             let trickle = match fault {
@@ -735,53 +747,35 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
                 e.upstream_status = Some(status);
             });
         }
-        Some(Fault::Unavailable) => {
-            drain(&mut reader)?;
-            respond(&mut client, 503, "UNAVAILABLE", &[])?;
-            record(&mut |e| e.status = Some(503));
-        }
-        Some(Fault::TooManyRequests { ref retry_after }) => {
-            drain(&mut reader)?;
-            respond(
-                &mut client,
-                429,
-                "TOOMANYREQUESTS",
-                &[("retry-after", retry_after)],
-            )?;
-            record(&mut |e| e.status = Some(429));
-        }
+        Some(Fault::Unavailable) => refuse(&mut reader, &mut client, 503, "UNAVAILABLE", None)?,
+        Some(Fault::TooManyRequests { ref retry_after }) => refuse(
+            &mut reader,
+            &mut client,
+            429,
+            "TOOMANYREQUESTS",
+            Some(retry_after),
+        )?,
         Some(Fault::Refused { status, ref code }) => {
-            drain(&mut reader)?;
-            respond(&mut client, status, code, &[])?;
-            record(&mut |e| e.status = Some(status));
+            refuse(&mut reader, &mut client, status, code, None)?
         }
+        Some(Fault::ManifestPut500Once) => refuse(&mut reader, &mut client, 500, "UNKNOWN", None)?,
         Some(Fault::Dropped) => {
             drain(&mut reader)?;
             let _ = client.shutdown(Shutdown::Both);
         }
-        Some(Fault::AppliedThenDropped) => {
+        Some(Fault::AppliedThen500 | Fault::AppliedThenDropped) => {
             let mut upstream = TcpStream::connect(shared.upstream)?;
             upstream.write_all(&head.to_upstream())?;
             body(&mut reader, &mut upstream, None)?;
             upstream.flush()?;
             let upstream_status = swallow_response(upstream)?;
             record(&mut |e| e.upstream_status = Some(upstream_status));
-            let _ = client.shutdown(Shutdown::Both);
-        }
-        Some(Fault::ManifestPut500Once) => {
-            drain(&mut reader)?;
-            respond(&mut client, 500, "UNKNOWN", &[])?;
-            record(&mut |e| e.status = Some(500));
-        }
-        Some(Fault::AppliedThen500) => {
-            let mut upstream = TcpStream::connect(shared.upstream)?;
-            upstream.write_all(&head.to_upstream())?;
-            body(&mut reader, &mut upstream, None)?;
-            upstream.flush()?;
-            let upstream_status = swallow_response(upstream)?;
-            record(&mut |e| e.upstream_status = Some(upstream_status));
-            respond(&mut client, 500, "UNKNOWN", &[])?;
-            record(&mut |e| e.status = Some(500));
+            if fault == Some(Fault::AppliedThen500) {
+                respond(&mut client, 500, "UNKNOWN", None)?;
+                record(&mut |e| e.status = Some(500));
+            } else {
+                let _ = client.shutdown(Shutdown::Both);
+            }
         }
         Some(Fault::ResetMidBody) => {
             // Half of a known length, else the first 64 bytes of a chunked body: either way some stays unread.
