@@ -99,8 +99,8 @@ fn published(run: &harness::Run) -> String {
 /// The manifests distribution stores for a repository: its revision links on disk.
 fn stored(registry: &TestRegistry, repository: &str) -> Vec<String> {
     let dir = registry
-        .dir()
-        .join("storage/docker/registry/v2/repositories")
+        .storage()
+        .join("docker/registry/v2/repositories")
         .join(repository)
         .join("_manifests/revisions/sha256");
     let mut out: Vec<String> = std::fs::read_dir(dir)

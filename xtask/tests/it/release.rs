@@ -14,7 +14,6 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use xshell::{cmd, Shell};
 
 use crate::support;
@@ -401,38 +400,6 @@ fn release_into_a_basic_auth_registry_then_a_version_release_that_leaves_latest(
     assert_eq!(tags, ["1.2.3", "latest"]);
 }
 
-/// A hash of every file (path and bytes) under `dir`: equal means byte-for-byte unchanged.
-fn tree_hash(dir: &Path) -> String {
-    fn walk(dir: &Path, root: &Path, hasher: &mut Sha256, count: &mut usize) {
-        let mut entries: Vec<_> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        entries.sort();
-        for path in entries {
-            if path.is_dir() {
-                walk(&path, root, hasher, count);
-            } else {
-                let bytes = std::fs::read(&path).unwrap();
-                hasher.update(
-                    path.strip_prefix(root)
-                        .unwrap()
-                        .to_string_lossy()
-                        .as_bytes(),
-                );
-                hasher.update([0]);
-                hasher.update((bytes.len() as u64).to_le_bytes());
-                hasher.update(&bytes);
-                *count += 1;
-            }
-        }
-    }
-    let mut hasher = Sha256::new();
-    let mut count = 0;
-    walk(dir, dir, &mut hasher, &mut count);
-    format!("{count} files, sha256:{:x}", hasher.finalize())
-}
-
 #[test]
 fn a_dry_run_prints_every_step_and_leaves_the_registry_byte_for_byte_unchanged() {
     // Nothing is built or pulled, so any base image names do.
@@ -469,8 +436,7 @@ fn a_dry_run_prints_every_step_and_leaves_the_registry_byte_for_byte_unchanged()
         .env("REGISTRY_PASSWORD", PASSWORD)
         .run()
         .success();
-    let storage = registry.dir().join("storage");
-    let before = tree_hash(&storage);
+    let before = registry.storage_hash();
     let requests = registry.requests().len();
 
     let run = bench
@@ -528,7 +494,7 @@ fn a_dry_run_prints_every_step_and_leaves_the_registry_byte_for_byte_unchanged()
         requests,
         "a dry run sends no request"
     );
-    assert_eq!(tree_hash(&storage), before);
+    assert_eq!(registry.storage_hash(), before);
     assert!(
         !work.path().join("image/linux-arm64").exists(),
         "a dry run builds nothing"

@@ -9,6 +9,8 @@
 //!   `Auth::token(user, pass)` (distribution's `auth.token` against a [`TokenServer`] run in this process, signing
 //!   ES256 JWTs with a P-256 key made by `openssl`). Dropping it kills the registry and removes its directory.
 //!   - `.address` (`127.0.0.1:PORT`), `.reference(repo)` (`127.0.0.1:PORT/repo`), `.url(path)`.
+//!   - `.storage()` its storage directory; `.storage_hash()` a hash of every file in it (equal: byte for byte
+//!     unchanged).
 //!   - `.log()` the registry's log; `.requests()` its access-log lines as [`Request`] (method, path, status);
 //!     `.requests_since(n)` the ones after the first n (take `.requests().len()` before an action).
 //!   - `.fetch(method, path)` -> [`Answer`] (`status`, `body`, `digest`): the one HTTP reader of a registry in the
@@ -260,8 +262,38 @@ impl TestRegistry {
         format!("http://{}{path}", self.address)
     }
 
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
+    /// Where the registry keeps its blobs and manifests.
+    pub fn storage(&self) -> PathBuf {
+        self.dir.path().join("storage")
+    }
+
+    /// A hash of every file (path and bytes) in the registry's storage: equal means byte-for-byte unchanged.
+    pub fn storage_hash(&self) -> String {
+        fn walk(dir: &Path, root: &Path, hasher: &mut Sha256, count: &mut usize) {
+            let mut entries: Vec<_> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            entries.sort();
+            for path in entries {
+                if path.is_dir() {
+                    walk(&path, root, hasher, count);
+                } else {
+                    let bytes = std::fs::read(&path).unwrap();
+                    let name = path.strip_prefix(root).unwrap().to_string_lossy();
+                    hasher.update(name.as_bytes());
+                    hasher.update([0]);
+                    hasher.update((bytes.len() as u64).to_le_bytes());
+                    hasher.update(&bytes);
+                    *count += 1;
+                }
+            }
+        }
+        let storage = self.storage();
+        let mut hasher = Sha256::new();
+        let mut count = 0;
+        walk(&storage, &storage, &mut hasher, &mut count);
+        format!("{count} files, sha256:{:x}", hasher.finalize())
     }
 
     pub fn token_server(&self) -> Option<&TokenServer> {
