@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use xshell::{cmd, Shell};
 
-use crate::support;
 use crate::support::registry::{self as harness, Auth, Export, Run, TestRegistry, Xtask};
+use crate::support::{self, target_dir};
 
 const REPO: &str = "team/app";
 const USER: &str = "releaser";
@@ -33,10 +33,6 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 struct Bench {
     build_args: Vec<String>,
     env: BTreeMap<String, String>,
-}
-
-fn target_dir() -> PathBuf {
-    support::target_dir()
 }
 
 /// The bench's variables: the process environment wins over `target/ci/env`.
