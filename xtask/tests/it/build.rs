@@ -354,8 +354,7 @@ fn shared_build(platform: &str) -> Built {
     let arch = platform.rsplit('/').next().unwrap();
     let dir = target_dir().join("tests/build").join(&key);
     std::fs::create_dir_all(&dir).unwrap();
-    let lock = File::create(target_dir().join(format!("tests/build/{arch}.lock"))).unwrap();
-    lock.lock().unwrap();
+    let _lock = support::build_lock(arch);
 
     let image = format!("localhost/xtask-test/app:{key}-{arch}");
     let export = dir.join("image").join(platform.replace('/', "-"));

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use xshell::{cmd, Shell};
 
+use crate::support;
 use crate::support::registry::{self as harness, Auth, Export, Run, TestRegistry, Xtask};
-use crate::support::{self, target_dir};
 
 const REPO: &str = "team/app";
 const USER: &str = "releaser";
@@ -48,21 +48,6 @@ fn bench() -> Bench {
             .filter(|(k, _)| k == "CONTAINERS_CONF")
             .collect(),
     }
-}
-
-/// Holds the locks `xtask/tests/it/build.rs` builds each platform under, so test processes running side by side do not
-/// build the same image at the same time (the second one then finds podman's layer cache warm).
-fn build_locks() -> Vec<std::fs::File> {
-    let dir = target_dir().join("tests/build");
-    std::fs::create_dir_all(&dir).unwrap();
-    ["amd64", "arm64"]
-        .into_iter()
-        .map(|arch| {
-            let lock = std::fs::File::create(dir.join(format!("{arch}.lock"))).unwrap();
-            lock.lock().unwrap();
-            lock
-        })
-        .collect()
 }
 
 impl Bench {
@@ -261,7 +246,7 @@ fn run_arm64(registry: &TestRegistry, reference: &str, bench: &Bench) {
 #[ignore = "builds both platforms with podman and runs arm64 under qemu: needs the test bench; run by `cargo xtask ci`"]
 fn release_into_a_basic_auth_registry_then_a_version_release_that_leaves_latest() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let _builds = build_locks();
+    let _builds = support::build_locks();
     let bench = bench();
     let registry = TestRegistry::start(Auth::basic(USER, PASSWORD));
     let target = registry.reference(REPO);
@@ -584,7 +569,7 @@ fn unreachable_base_images_are_named_before_any_build() {
 #[ignore = "compiles the xtask in a clone and builds both platforms with podman: needs the test bench; run by `cargo xtask ci`"]
 fn local_release_from_a_fresh_clone() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let _builds = build_locks();
+    let _builds = support::build_locks();
     let bench = bench();
     let checkout = clone("local");
     let repo = repo(&checkout);
@@ -666,7 +651,7 @@ fn local_release_with_the_registry_image_instead_of_the_binary() {
         .run()
         .unwrap();
 
-    let _builds = build_locks();
+    let _builds = support::build_locks();
     let work = harness::temp_dir("registry-image-release");
     let run = succeeded(
         bench

@@ -101,6 +101,8 @@ impl Bench {
     }
 
     fn run(&self, event: &Event, setup: BenchSetup) -> Outcome {
+        // The build steps tag the default local images, as the release tests do.
+        let _builds = (!setup.build_args.is_empty()).then(support::build_locks);
         let outcome = simulate::run(
             &support::workflow_path(),
             Path::new(env!("CARGO_BIN_EXE_xtask")),

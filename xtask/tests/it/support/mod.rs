@@ -11,6 +11,7 @@ pub mod registry;
 pub mod simulate;
 
 use std::collections::BTreeMap;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use serde_norway::Value;
@@ -28,6 +29,22 @@ pub fn target_dir() -> PathBuf {
         .parent()
         .unwrap()
         .to_path_buf()
+}
+
+/// Holds the lock `build` builds `arch` (amd64, arm64) under, until dropped. Tests that build the app take it too,
+/// so tests running side by side (threads or processes) never build the same image at once (the second one then
+/// finds podman's layer cache warm) nor retag the default local image while another test uses it.
+pub fn build_lock(arch: &str) -> File {
+    let dir = target_dir().join("tests/build");
+    std::fs::create_dir_all(&dir).unwrap();
+    let lock = File::create(dir.join(format!("{arch}.lock"))).unwrap();
+    lock.lock().unwrap();
+    lock
+}
+
+/// [`build_lock`] of both platforms, amd64 first.
+pub fn build_locks() -> [File; 2] {
+    [build_lock("amd64"), build_lock("arm64")]
 }
 
 /// The variables of the test bench a test may take from its own environment instead of `target/ci/env`.
