@@ -3,21 +3,16 @@
 //! with a correct index everywhere or with exit 4 and every tag where it was), a stalled registry that must fail
 //! within a stated bound, and a push killed mid-upload whose rerun sends only what is missing.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::fault_proxy::{Exchange, Fault, FaultProxy, Plan, Rule};
-use support::registry::{self as harness, Auth, Export, Run, TestRegistry, Xtask};
+use crate::support::fault_proxy::{Exchange, Fault, FaultProxy, Plan, Rule};
+use crate::support::registry::{self as harness, Auth, Export, Run, TestRegistry, Xtask};
 
 const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-const ACCEPT: &str = "application/vnd.docker.distribution.manifest.list.v2+json, \
-application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, \
-application/vnd.oci.image.manifest.v1+json";
 const REPO: &str = "team/app";
 const USER: &str = "ci-bot";
 const PASSWORD: &str = "faults-test-password";
@@ -38,55 +33,22 @@ impl Site {
 
     /// The `--to` value: the repository behind the proxy.
     fn target(&self) -> String {
-        format!("{}/{REPO}", self.proxy.address())
+        self.proxy.reference(REPO)
     }
 
     /// GET a manifest straight from the registry (not through the proxy), with the registry's credentials:
     /// (digest of the bytes, bytes), or `None` when it has no such manifest.
     fn manifest(&self, reference: &str) -> Option<(String, Vec<u8>)> {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
-        let mut request = agent
-            .get(
-                self.registry
-                    .url(&format!("/v2/{REPO}/manifests/{reference}")),
-            )
-            .header("accept", ACCEPT);
-        if let Some(auth) = self.authorization() {
-            request = request.header("authorization", auth);
-        }
-        let mut response = request.call().unwrap();
-        match response.status().as_u16() {
-            200 => {
-                let bytes = response.body_mut().read_to_vec().unwrap();
-                Some((harness::sha256(&bytes), bytes))
-            }
+        let answer = self
+            .registry
+            .fetch("GET", &format!("/v2/{REPO}/manifests/{reference}"));
+        match answer.status {
+            200 => Some((harness::sha256(&answer.body), answer.body)),
             404 => None,
             other => panic!(
                 "GET manifest {reference} from {}: HTTP {other}",
                 self.registry.address
             ),
-        }
-    }
-
-    fn authorization(&self) -> Option<String> {
-        use base64::Engine;
-        match &self.registry.auth {
-            Auth::Anonymous => None,
-            Auth::Basic { user, password } => Some(format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-            )),
-            Auth::Token { .. } => {
-                let token = self
-                    .registry
-                    .token_server()
-                    .unwrap()
-                    .issue("tester", &[format!("repository:{REPO}:pull")]);
-                Some(format!("Bearer {token}"))
-            }
         }
     }
 
@@ -445,7 +407,7 @@ fn a_seed_replays_the_same_faults() {
     for round in 0..2 {
         let dir = work.path().join(format!("round-{round}"));
         exports(&dir, 1);
-        let target = format!("{}/{REPO}-{round}", site.proxy.address());
+        let target = site.proxy.reference(&format!("{REPO}-{round}"));
         let mark = site.proxy.mark();
         site.proxy.set_plan(Plan::random(7, 0.3));
         let run = push(&dir, "linux/amd64", &[target], FAST).run();
@@ -612,7 +574,7 @@ fn a_stalled_registry_fails_within_the_bound() {
                 push(
                     work.path(),
                     "linux/amd64",
-                    &[format!("{}/other", site.proxy.address())],
+                    &[site.proxy.reference("other")],
                     env,
                 )
             }),
@@ -674,7 +636,7 @@ fn an_upload_stalled_midway_fails_within_the_bound() {
         Export::write(&work.path().join("image/linux-amd64"), "amd64", &[layer]);
         let mark = site.proxy.mark();
         site.proxy.set_plan(stall_layer.clone());
-        let target = format!("{}/{REPO}-{layer}", site.proxy.address());
+        let target = site.proxy.reference(&format!("{REPO}-{layer}"));
         let run = stalled_run(|env| {
             push(
                 work.path(),

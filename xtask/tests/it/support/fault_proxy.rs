@@ -1,7 +1,9 @@
-//! A fault-injecting HTTP/1.1 proxy for the reliability tests: it sits on a loopback port between the xtask and a
-//! real registry, sees every request (method, path, body size), and on a seeded random fraction of them answers
-//! 503, 429 with Retry-After, 500 (once per manifest path, with or without the PUT having reached the registry),
-//! resets the connection in the middle of a request body, or stalls past the client's read timeout.
+//! The fault-injecting HTTP/1.1 proxy of the tests: it sits on a loopback port between the xtask and a real
+//! registry, sees every request (method, path, body size), and on a seeded random fraction of them answers 503, 429
+//! with Retry-After, 500 (once per manifest path, with or without the PUT having reached the registry), resets the
+//! connection in the middle of a request body, or stalls past the client's read timeout. [`Rule`]s aim one fault at
+//! chosen requests, also ones never drawn at random: any status with an error code, a connection closed before or
+//! after the registry acted, a delay before forwarding, an answer trickled out byte by byte.
 //!
 //! The same seed gives the same faults for the same sequence of requests: the xtask sends its requests one after
 //! the other, so a failing seed can be replayed. Every request is logged, faulted or not, so tests can assert that
@@ -26,6 +28,15 @@ pub enum Fault {
     Unavailable,
     /// 429 with this Retry-After value (seconds or an HTTP date); the registry never sees the request.
     TooManyRequests { retry_after: String },
+    /// This status with a distribution error body of this code; the registry never sees the request.
+    Refused { status: u16, code: String },
+    /// Read the whole request, then close the connection without forwarding or answering.
+    Dropped,
+    /// Forward the request, then close the connection without passing on the answer: the registry acted, the
+    /// client cannot know it.
+    AppliedThenDropped,
+    /// Wait this long (or until the proxy stops), then forward.
+    Delay(Duration),
     /// 500 instead of forwarding, at most once per manifest path (a manifest PUT only).
     ManifestPut500Once,
     /// The manifest PUT reaches the registry, then the client gets 500 instead of its answer: the write happened
@@ -50,6 +61,10 @@ impl Fault {
         match self {
             Fault::Unavailable => "503",
             Fault::TooManyRequests { .. } => "429",
+            Fault::Refused { .. } => "refused",
+            Fault::Dropped => "dropped",
+            Fault::AppliedThenDropped => "applied-then-dropped",
+            Fault::Delay(_) => "delay",
             Fault::ManifestPut500Once => "500-once",
             Fault::AppliedThen500 => "applied-then-500",
             Fault::ResetMidBody => "reset",
@@ -148,8 +163,6 @@ impl Plan {
 /// One request as the proxy saw it.
 #[derive(Clone, Debug)]
 pub struct Exchange {
-    /// Arrival order, from 0.
-    pub index: usize,
     pub method: String,
     /// The request target (path and query).
     pub path: String,
@@ -162,19 +175,12 @@ pub struct Exchange {
     pub body_bytes: u64,
     /// Whether the client's request body arrived complete.
     pub body_complete: bool,
-    /// When the request head arrived.
-    pub at: Instant,
 }
 
 impl Exchange {
     /// PUT, POST, PATCH or DELETE: a request that may change the registry.
     pub fn is_write(&self) -> bool {
         matches!(self.method.as_str(), "PUT" | "POST" | "PATCH" | "DELETE")
-    }
-
-    /// Whether the registry got the request (it may have acted on it whatever the client was told).
-    pub fn reached_registry(&self) -> bool {
-        self.upstream_status.is_some()
     }
 }
 
@@ -202,11 +208,6 @@ impl Rng {
     /// Uniform in [0, 1).
     pub fn next_f64(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Uniform in [0, n).
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
     }
 }
 
@@ -276,6 +277,11 @@ impl FaultProxy {
     /// `127.0.0.1:PORT`: what the xtask is pointed at instead of the registry.
     pub fn address(&self) -> String {
         self.addr.to_string()
+    }
+
+    /// `127.0.0.1:PORT/<repository>` through the proxy.
+    pub fn reference(&self, repository: &str) -> String {
+        format!("{}/{repository}", self.addr)
     }
 
     pub fn socket_addr(&self) -> SocketAddr {
@@ -510,16 +516,18 @@ fn copy_body(
     }
 }
 
+/// Answers `status` with a distribution error body of `code`.
 fn respond(
     client: &mut TcpStream,
     status: u16,
-    reason: &str,
-    extra: &[(&str, &str)],
+    code: &str,
+    retry_after: Option<&str>,
 ) -> io::Result<()> {
-    let code = match status {
-        429 => "TOOMANYREQUESTS",
-        503 => "UNAVAILABLE",
-        _ => "UNKNOWN",
+    let reason = match status {
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Injected",
     };
     let body =
         format!(r#"{{"errors":[{{"code":"{code}","message":"injected by the fault proxy"}}]}}"#);
@@ -527,8 +535,8 @@ fn respond(
         "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
         body.len()
     );
-    for (name, value) in extra {
-        out.push_str(&format!("{name}: {value}\r\n"));
+    if let Some(value) = retry_after {
+        out.push_str(&format!("retry-after: {value}\r\n"));
     }
     out.push_str("\r\n");
     out.push_str(&body);
@@ -652,6 +660,14 @@ fn choose(state: &mut State, head: &RequestHead) -> Option<Fault> {
     Some(fault)
 }
 
+/// Sleeps for `wait`, or until the proxy stops.
+fn pause(wait: Duration, stop: &AtomicBool) {
+    let until = Instant::now() + wait;
+    while Instant::now() < until && !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Serves one connection: one request, then close.
 fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
     if shared.stop.load(Ordering::SeqCst) {
@@ -667,7 +683,6 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
         let fault = choose(&mut state, &head);
         let index = state.log.len();
         state.log.push(Exchange {
-            index,
             method: head.method.clone(),
             path: head.target.clone(),
             fault: fault.clone(),
@@ -675,7 +690,6 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
             upstream_status: None,
             body_bytes: 0,
             body_complete: false,
-            at: Instant::now(),
         });
         (index, fault, state.plan.stall, state.plan.throttle)
     };
@@ -698,12 +712,27 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
         result.map(|_| ())
     };
     let drain = |reader: &mut BufReader<TcpStream>| body(reader, &mut io::sink(), None);
+    // Answers in the registry's place, which never sees the request.
+    let refuse = |reader: &mut BufReader<TcpStream>,
+                  client: &mut TcpStream,
+                  status: u16,
+                  code: &str,
+                  retry_after: Option<&str>|
+     -> io::Result<()> {
+        drain(reader)?;
+        respond(client, status, code, retry_after)?;
+        record(&mut |e| e.status = Some(status));
+        Ok(())
+    };
     match fault {
-        None | Some(Fault::Trickle { .. }) => {
+        None | Some(Fault::Trickle { .. } | Fault::Delay(_)) => {
             let trickle = match fault {
                 Some(Fault::Trickle { every }) => Some((every, &shared.stop)),
                 _ => None,
             };
+            if let Some(Fault::Delay(wait)) = fault {
+                pause(wait, &shared.stop);
+            }
             let mut upstream = TcpStream::connect(shared.upstream)?;
             upstream.write_all(&head.to_upstream())?;
             if let Err(err) = body(&mut reader, &mut upstream, None) {
@@ -718,35 +747,35 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
                 e.upstream_status = Some(status);
             });
         }
-        Some(Fault::Unavailable) => {
-            drain(&mut reader)?;
-            respond(&mut client, 503, "Service Unavailable", &[])?;
-            record(&mut |e| e.status = Some(503));
+        Some(Fault::Unavailable) => refuse(&mut reader, &mut client, 503, "UNAVAILABLE", None)?,
+        Some(Fault::TooManyRequests { ref retry_after }) => refuse(
+            &mut reader,
+            &mut client,
+            429,
+            "TOOMANYREQUESTS",
+            Some(retry_after),
+        )?,
+        Some(Fault::Refused { status, ref code }) => {
+            refuse(&mut reader, &mut client, status, code, None)?
         }
-        Some(Fault::TooManyRequests { ref retry_after }) => {
+        Some(Fault::ManifestPut500Once) => refuse(&mut reader, &mut client, 500, "UNKNOWN", None)?,
+        Some(Fault::Dropped) => {
             drain(&mut reader)?;
-            respond(
-                &mut client,
-                429,
-                "Too Many Requests",
-                &[("retry-after", retry_after)],
-            )?;
-            record(&mut |e| e.status = Some(429));
+            let _ = client.shutdown(Shutdown::Both);
         }
-        Some(Fault::ManifestPut500Once) => {
-            drain(&mut reader)?;
-            respond(&mut client, 500, "Internal Server Error", &[])?;
-            record(&mut |e| e.status = Some(500));
-        }
-        Some(Fault::AppliedThen500) => {
+        Some(Fault::AppliedThen500 | Fault::AppliedThenDropped) => {
             let mut upstream = TcpStream::connect(shared.upstream)?;
             upstream.write_all(&head.to_upstream())?;
             body(&mut reader, &mut upstream, None)?;
             upstream.flush()?;
             let upstream_status = swallow_response(upstream)?;
             record(&mut |e| e.upstream_status = Some(upstream_status));
-            respond(&mut client, 500, "Internal Server Error", &[])?;
-            record(&mut |e| e.status = Some(500));
+            if fault == Some(Fault::AppliedThen500) {
+                respond(&mut client, 500, "UNKNOWN", None)?;
+                record(&mut |e| e.status = Some(500));
+            } else {
+                let _ = client.shutdown(Shutdown::Both);
+            }
         }
         Some(Fault::ResetMidBody) => {
             // Half of a known length, else the first 64 bytes of a chunked body: either way some stays unread.
@@ -765,18 +794,12 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
         Some(Fault::StallMidBody) => {
             let limit = head.content_length().map_or(64, |n| n / 2);
             body(&mut reader, &mut io::sink(), Some(limit))?;
-            let until = Instant::now() + stall;
-            while Instant::now() < until && !shared.stop.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            pause(stall, &shared.stop);
             let _ = client.shutdown(Shutdown::Both);
         }
         Some(Fault::Stall) => {
             drain(&mut reader)?;
-            let until = Instant::now() + stall;
-            while Instant::now() < until && !shared.stop.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            pause(stall, &shared.stop);
             let _ = client.shutdown(Shutdown::Both);
         }
     }

@@ -3,11 +3,9 @@
 //! digest in two registries, a rerun that sends nothing, a wrong password that fails at once, and a layer streamed
 //! from disk with flat memory.
 
-mod support;
-
 use std::path::Path;
 
-use support::registry::{self as harness, Auth, Export, TestRegistry, Xtask};
+use crate::support::registry::{self as harness, Auth, Export, TestRegistry, Xtask};
 
 const PLATFORM: &str = "linux/amd64";
 

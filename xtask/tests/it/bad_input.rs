@@ -6,12 +6,10 @@
 //! write (no PUT, POST, PATCH or DELETE). Control runs with good inputs through the same proxy do write, so the
 //! silence is the inputs' doing.
 
-mod support;
-
 use std::net::SocketAddr;
 
-use support::fault_proxy::{FaultProxy, Plan};
-use support::registry::{self as harness, Auth, Export, TestRegistry, Xtask};
+use crate::support::fault_proxy::{FaultProxy, Plan};
+use crate::support::registry::{self as harness, Auth, Export, TestRegistry, Xtask};
 
 const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
 const REPO: &str = "team/app";
@@ -80,7 +78,7 @@ fn bad_inputs_fail_clearly_and_write_nothing() {
     let registry = TestRegistry::start(Auth::Anonymous);
     let upstream: SocketAddr = registry.address.parse().unwrap();
     let proxy = FaultProxy::start(upstream, Plan::default());
-    let target = format!("{}/{REPO}", proxy.address());
+    let target = proxy.reference(REPO);
     let work = harness::temp_dir("bad-input");
     let dir = work.path();
     let images = [
@@ -637,7 +635,7 @@ fn bad_inputs_fail_clearly_and_write_nothing() {
     let file = dir.join("a-file");
     std::fs::write(&file, "").unwrap();
     // (Into a repository that lacks the image, or the push would have nothing to write anyway.)
-    let fresh = format!("{}/team/fresh", proxy.address());
+    let fresh = proxy.reference("team/fresh");
     let mut c = case(
         "digest directory that is a file",
         &[

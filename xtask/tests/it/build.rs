@@ -7,8 +7,6 @@
 //! `target/ci/env`. Each platform is built once per content key (sources, Containerfile, xtask binary, HEAD) and
 //! shared between tests and test processes through a lock file, so a run builds each platform once.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -17,28 +15,17 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use support::registry::{free_port, sha256};
+
+use crate::support::registry::{free_port, sha256};
+use crate::support::{self, ci_env, root, target_dir};
 
 const XTASK: &str = env!("CARGO_BIN_EXE_xtask");
 /// A platform's ELF machine numbers (e_machine).
 const EM_X86_64: u16 = 62;
 const EM_AARCH64: u16 = 183;
 
-fn root() -> PathBuf {
-    support::root()
-}
-
-fn target_dir() -> PathBuf {
-    support::target_dir()
-}
-
-/// The bench's variables: the process environment wins over `target/ci/env` (written by `cargo xtask ci`).
-fn bench_env() -> BTreeMap<String, String> {
-    support::ci_env()
-}
-
 fn rust_builder() -> String {
-    bench_env().get("XTASK_RUST_BUILDER").cloned().expect(
+    ci_env().get("XTASK_RUST_BUILDER").cloned().expect(
         "XTASK_RUST_BUILDER is not set and target/ci/env is missing: run `cargo xtask ci --setup-only` first",
     )
 }
@@ -46,11 +33,7 @@ fn rust_builder() -> String {
 /// podman with the bench's configuration.
 fn podman() -> Command {
     let mut command = Command::new("podman");
-    command.envs(
-        bench_env()
-            .into_iter()
-            .filter(|(k, _)| k == "CONTAINERS_CONF"),
-    );
+    command.envs(ci_env().into_iter().filter(|(k, _)| k == "CONTAINERS_CONF"));
     command
 }
 
@@ -87,11 +70,7 @@ fn git_head() -> String {
 /// The xtask with the bench's CONTAINERS_CONF.
 fn xtask() -> Command {
     let mut command = Command::new(XTASK);
-    command.envs(
-        bench_env()
-            .into_iter()
-            .filter(|(k, _)| k == "CONTAINERS_CONF"),
-    );
+    command.envs(ci_env().into_iter().filter(|(k, _)| k == "CONTAINERS_CONF"));
     command.env_remove("SOURCE_DATE_EPOCH");
     command
 }
@@ -365,7 +344,7 @@ fn content_key(build_args: &[String]) -> String {
 
 /// Build arguments: the bench's (the Rust builder, RUNTIME_IMAGE=scratch).
 fn build_args() -> Vec<String> {
-    support::ci_build_args(&bench_env())
+    support::ci_build_args(&ci_env())
 }
 
 /// Builds `platform` once per content key; other tests and test processes wait on the lock and reuse it.
@@ -375,8 +354,7 @@ fn shared_build(platform: &str) -> Built {
     let arch = platform.rsplit('/').next().unwrap();
     let dir = target_dir().join("tests/build").join(&key);
     std::fs::create_dir_all(&dir).unwrap();
-    let lock = File::create(target_dir().join(format!("tests/build/{arch}.lock"))).unwrap();
-    lock.lock().unwrap();
+    let _lock = support::build_lock(arch);
 
     let image = format!("localhost/xtask-test/app:{key}-{arch}");
     let export = dir.join("image").join(platform.replace('/', "-"));
@@ -941,7 +919,7 @@ fn amd64_builds_as_an_unprivileged_user_with_rootless_podman() {
         "[storage]\ndriver = \"overlay\"\n",
     )
     .unwrap();
-    match bench_env().get("CONTAINERS_CONF") {
+    match ci_env().get("CONTAINERS_CONF") {
         Some(conf) => {
             std::fs::copy(conf, config.join("containers.conf")).unwrap();
         }

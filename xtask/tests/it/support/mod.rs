@@ -1,16 +1,17 @@
-//! Shared by the workflow tests: reading .github/workflows/build-images.yml, splitting its one-line `run:` commands
-//! into argv, and a small simulator that runs the workflow's jobs locally the way GitHub would.
+//! The harness every test module shares: the checkout's paths, the test bench's variables (`target/ci/env`),
+//! reading .github/workflows/build-images.yml and splitting its one-line `run:` commands into argv.
 //!
-//! `registry`: real distribution registries in each auth mode, a token server, synthetic image exports and running
-//! the xtask binary (its API is documented at the top of support/registry.rs).
-
-#![allow(dead_code)]
+//! - `registry`: real distribution registries in each auth mode, a token server, synthetic image exports and running
+//!   the xtask binary (its API is documented at the top of support/registry.rs).
+//! - `fault_proxy`: the fault-injecting proxy put between the xtask and a registry.
+//! - `simulate`: runs the workflow's jobs locally the way GitHub would.
 
 pub mod fault_proxy;
 pub mod registry;
 pub mod simulate;
 
 use std::collections::BTreeMap;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use serde_norway::Value;
@@ -28,6 +29,22 @@ pub fn target_dir() -> PathBuf {
         .parent()
         .unwrap()
         .to_path_buf()
+}
+
+/// Holds the lock `build` builds `arch` (amd64, arm64) under, until dropped. Tests that build the app take it too,
+/// so tests running side by side (threads or processes) never build the same image at once (the second one then
+/// finds podman's layer cache warm) nor retag the default local image while another test uses it.
+pub fn build_lock(arch: &str) -> File {
+    let dir = target_dir().join("tests/build");
+    std::fs::create_dir_all(&dir).unwrap();
+    let lock = File::create(dir.join(format!("{arch}.lock"))).unwrap();
+    lock.lock().unwrap();
+    lock
+}
+
+/// [`build_lock`] of both platforms, amd64 first.
+pub fn build_locks() -> [File; 2] {
+    [build_lock("amd64"), build_lock("arm64")]
 }
 
 /// The variables of the test bench a test may take from its own environment instead of `target/ci/env`.

@@ -4,14 +4,13 @@
 //! all-or-nothing rule: a missing digest file, a wrong architecture or a child missing in one registry moves no tag
 //! in any registry and writes nothing; a dry run leaves the storage byte for byte unchanged.
 
-mod support;
-
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
-use support::registry::{self as harness, Auth, Export, Run, TempDir, TestRegistry, Xtask};
+
+use crate::support;
+use crate::support::registry::{self as harness, Auth, Export, Run, TempDir, TestRegistry, Xtask};
 
 const REPO: &str = "team/app";
 const USER: &str = "ci";
@@ -151,35 +150,6 @@ fn skopeo_raw(registry: &TestRegistry, suffix: &str) -> Option<Vec<u8>> {
 
 fn skopeo(registry: &TestRegistry, suffix: &str, flags: &[&str]) -> Option<Vec<u8>> {
     registry.skopeo_inspect(&format!("{REPO}{suffix}"), flags)
-}
-
-/// A hash of every file (path and bytes) under `dir`: equal means byte-for-byte unchanged.
-fn tree_hash(dir: &Path) -> String {
-    fn walk(dir: &Path, root: &Path, files: &mut Vec<(PathBuf, Vec<u8>)>) {
-        let mut entries: Vec<_> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        entries.sort();
-        for path in entries {
-            if path.is_dir() {
-                walk(&path, root, files);
-            } else {
-                let bytes = std::fs::read(&path).unwrap();
-                files.push((path.strip_prefix(root).unwrap().to_owned(), bytes));
-            }
-        }
-    }
-    let mut files = Vec::new();
-    walk(dir, dir, &mut files);
-    let mut hasher = Sha256::new();
-    for (path, bytes) in &files {
-        hasher.update(path.to_string_lossy().as_bytes());
-        hasher.update([0]);
-        hasher.update((bytes.len() as u64).to_le_bytes());
-        hasher.update(bytes);
-    }
-    format!("{} files, sha256:{:x}", files.len(), hasher.finalize())
 }
 
 fn failed(run: &Run, code: i32, fragments: &[&str]) {
@@ -433,7 +403,7 @@ fn a_dry_run_leaves_every_registry_byte_for_byte_unchanged() {
     let storages: Vec<String> = world
         .registries()
         .iter()
-        .map(|r| tree_hash(&r.dir().join("storage")))
+        .map(|r| r.storage_hash())
         .collect();
     let marks = world.marks();
     let run = world.manifest("latest", &["--dry-run"]).run().success();
@@ -479,7 +449,7 @@ fn a_dry_run_leaves_every_registry_byte_for_byte_unchanged() {
     let after: Vec<String> = world
         .registries()
         .iter()
-        .map(|r| tree_hash(&r.dir().join("storage")))
+        .map(|r| r.storage_hash())
         .collect();
     assert_eq!(after, storages);
     assert_eq!(world.tags(), before);

@@ -4,8 +4,6 @@
 //! process's command line (sampled from /proc/*/cmdline all along), in stdout or stderr, in GITHUB_OUTPUT or
 //! GITHUB_STEP_SUMMARY, or in an error message.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,7 +12,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
-use support::registry::{self as harness, Auth, Export, Run, TestRegistry, Xtask};
+
+use crate::support::registry::{self as harness, Auth, Export, Run, TestRegistry, Xtask};
 
 const USER: &str = "ci-bot";
 const REPO: &str = "team/app";

@@ -2,18 +2,15 @@
 //! distribution registry: retries on 5xx/429 (with Retry-After), never on other 4xx, the exit-4 message after the
 //! last attempt, uploads whose outcome is unknown, dropped connections and read timeouts.
 
-mod support;
-
 use std::path::Path;
 use std::time::Duration;
 
-use support::registry::{
-    self as harness, Auth, Export, Fault, FaultAction, FaultProxy, TestRegistry, Xtask,
-};
+use crate::support::fault_proxy::{Exchange, Fault, FaultProxy, Plan, Rule};
+use crate::support::registry::{self as harness, Auth, Export, TestRegistry, Xtask};
 
 fn setup(layer_sizes: &[u64]) -> (TestRegistry, FaultProxy, harness::TempDir, Export) {
     let registry = TestRegistry::start(Auth::Anonymous);
-    let proxy = FaultProxy::start(&registry.address);
+    let proxy = FaultProxy::start(registry.address.parse().unwrap(), Plan::default());
     let work = harness::temp_dir("faults");
     let image = Export::write(&work.path().join("image/linux-amd64"), "amd64", layer_sizes);
     (registry, proxy, work, image)
@@ -27,10 +24,24 @@ fn push(work: &Path, to: &str) -> Xtask {
         .target_dir(work)
 }
 
-fn count(records: &[harness::ProxyRecord], method: &str, path: &str) -> usize {
-    records
-        .iter()
-        .filter(|r| r.method == method && r.path.contains(path))
+/// The proxy applies `fault` to the next `times` requests (`None`: all of them) with this method whose target
+/// contains `path`.
+fn inject(proxy: &FaultProxy, method: &str, path: &str, times: Option<u32>, fault: Fault) {
+    proxy.set_plan(Plan {
+        rules: vec![Rule {
+            method: Some(method.into()),
+            path_contains: Some(path.into()),
+            fault,
+            skip: 0,
+            remaining: times,
+        }],
+        ..Plan::default()
+    });
+}
+
+fn count(log: &[Exchange], method: &str, path: &str) -> usize {
+    log.iter()
+        .filter(|e| e.method == method && e.path.contains(path))
         .count()
 }
 
@@ -39,23 +50,14 @@ fn count(records: &[harness::ProxyRecord], method: &str, path: &str) -> usize {
 #[test]
 fn persistent_503_fails_after_three_attempts() {
     let (registry, proxy, work, image) = setup(&[5_000]);
-    proxy.add(Fault::new(
-        "PUT",
-        "/manifests/",
-        usize::MAX,
-        FaultAction::Status {
-            status: 503,
-            retry_after: None,
-            code: Some("UNAVAILABLE".into()),
-        },
-    ));
+    inject(&proxy, "PUT", "/manifests/", None, Fault::Unavailable);
     let run = push(work.path(), &proxy.reference("team/app")).run();
     assert_eq!(run.code, 4, "{}\n{}", run.stdout, run.stderr);
     let message = run.stderr.lines().last().unwrap_or_default();
     assert!(
         message.contains(&format!(
             "Failed to push to {} after 3 attempts",
-            proxy.address
+            proxy.address()
         )),
         "{}",
         run.stderr
@@ -64,11 +66,11 @@ fn persistent_503_fails_after_three_attempts() {
         &format!("PUT manifest {}", image.digest),
         "team/app",
         "HTTP 503 UNAVAILABLE",
-        "injected by the test",
+        "injected by the fault proxy",
     ] {
         assert!(message.contains(part), "{part:?} in {message}");
     }
-    assert_eq!(count(&proxy.records(), "PUT", "/manifests/"), 3);
+    assert_eq!(count(&proxy.log(), "PUT", "/manifests/"), 3);
     assert_eq!(
         run.stderr.matches("retrying in").count(),
         2,
@@ -87,16 +89,15 @@ fn persistent_503_fails_after_three_attempts() {
 #[test]
 fn retry_after_is_honoured() {
     let (registry, proxy, work, image) = setup(&[5_000]);
-    proxy.add(Fault::new(
+    inject(
+        &proxy,
         "POST",
         "/blobs/uploads/",
-        1,
-        FaultAction::Status {
-            status: 429,
-            retry_after: Some("1".into()),
-            code: Some("TOOMANYREQUESTS".into()),
+        Some(1),
+        Fault::TooManyRequests {
+            retry_after: "1".into(),
         },
-    ));
+    );
     let run = push(work.path(), &proxy.reference("team/app"))
         .run()
         .success();
@@ -118,19 +119,19 @@ fn retry_after_is_honoured() {
 fn client_errors_are_not_retried() {
     for status in [400, 403, 404] {
         let (_registry, proxy, work, _image) = setup(&[1_000]);
-        proxy.add(Fault::new(
+        inject(
+            &proxy,
             "PUT",
             "/manifests/",
-            usize::MAX,
-            FaultAction::Status {
+            None,
+            Fault::Refused {
                 status,
-                retry_after: None,
-                code: Some("MANIFEST_INVALID".into()),
+                code: "MANIFEST_INVALID".into(),
             },
-        ));
+        );
         let run = push(work.path(), &proxy.reference("team/app")).run();
         assert_eq!(run.code, 4, "{status}: {}", run.stderr);
-        assert_eq!(count(&proxy.records(), "PUT", "/manifests/"), 1, "{status}");
+        assert_eq!(count(&proxy.log(), "PUT", "/manifests/"), 1, "{status}");
         assert!(
             run.stderr
                 .contains(&format!("HTTP {status} MANIFEST_INVALID")),
@@ -148,20 +149,26 @@ fn client_errors_are_not_retried() {
 fn lost_answer_to_an_upload_is_checked_with_head() {
     let (registry, proxy, work, image) = setup(&[200_000]);
     let layer = image.layers[0].0.clone();
-    proxy.add(Fault::new(
+    inject(
+        &proxy,
         "PUT",
         &format!("digest={}", layer.replace(':', "%3A")),
-        1,
-        FaultAction::ForwardThenDrop,
-    ));
+        Some(1),
+        Fault::AppliedThenDropped,
+    );
     push(work.path(), &proxy.reference("team/app"))
         .run()
         .success();
-    let records = proxy.records();
-    let uploads = count(&records, "PUT", &layer.replace(':', "%3A"));
-    assert_eq!(uploads, 1, "uploaded again: {records:?}");
-    let heads = count(&records, "HEAD", &format!("/blobs/{layer}"));
-    assert_eq!(heads, 2, "{records:?}");
+    let log = proxy.log();
+    let lost: Vec<&Exchange> = log.iter().filter(|e| e.fault.is_some()).collect();
+    assert!(
+        matches!(lost[..], [e] if e.upstream_status == Some(201) && e.status.is_none()),
+        "the registry took the upload, the xtask got no answer: {log:?}"
+    );
+    let uploads = count(&log, "PUT", &layer.replace(':', "%3A"));
+    assert_eq!(uploads, 1, "uploaded again: {log:?}");
+    let heads = count(&log, "HEAD", &format!("/blobs/{layer}"));
+    assert_eq!(heads, 2, "{log:?}");
     assert_eq!(
         registry.skopeo_raw("team/app", &image.digest),
         image.manifest
@@ -175,22 +182,28 @@ fn dropped_upload_restarts_from_post() {
     let (registry, proxy, work, image) = setup(&[200_000]);
     let layer = image.layers[0].0.clone();
     let encoded = layer.replace(':', "%3A");
-    proxy.add(Fault::new(
+    inject(
+        &proxy,
         "PUT",
         &format!("digest={encoded}"),
-        1,
-        FaultAction::Drop,
-    ));
+        Some(1),
+        Fault::Dropped,
+    );
     push(work.path(), &proxy.reference("team/app"))
         .run()
         .success();
-    let records = proxy.records();
-    assert_eq!(count(&records, "PUT", &encoded), 2, "{records:?}");
+    let log = proxy.log();
+    let dropped: Vec<&Exchange> = log.iter().filter(|e| e.fault.is_some()).collect();
+    assert!(
+        matches!(dropped[..], [e] if e.upstream_status.is_none() && e.status.is_none()),
+        "the dropped upload never reached the registry: {log:?}"
+    );
+    assert_eq!(count(&log, "PUT", &encoded), 2, "{log:?}");
     // One session per blob, plus the one the dropped attempt wasted.
     assert_eq!(
-        count(&records, "POST", "/blobs/uploads/"),
+        count(&log, "POST", "/blobs/uploads/"),
         image.layers.len() + 2,
-        "{records:?}"
+        "{log:?}"
     );
     assert_eq!(
         registry.skopeo_raw("team/app", &image.digest),
@@ -202,12 +215,13 @@ fn dropped_upload_restarts_from_post() {
 #[test]
 fn stalled_answers_time_out_and_are_retried() {
     let (registry, proxy, work, image) = setup(&[1_000]);
-    proxy.add(Fault::new(
+    inject(
+        &proxy,
         "HEAD",
         "/manifests/",
-        1,
-        FaultAction::Delay(Duration::from_secs(3)),
-    ));
+        Some(1),
+        Fault::Delay(Duration::from_secs(3)),
+    );
     let run = push(work.path(), &proxy.reference("team/app"))
         .env("XTASK_HTTP_TIMEOUT_MS", "500")
         .run()

@@ -6,8 +6,6 @@
 //! The builds take minutes, so the tests run one at a time and share podman's layer cache: the first release builds
 //! each platform, later ones reuse the layers. The clones share one cargo target directory under CARGO_TARGET_TMPDIR.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -16,9 +14,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
-use support::registry::{self as harness, Auth, Export, Run, TestRegistry, Xtask};
 use xshell::{cmd, Shell};
+
+use crate::support;
+use crate::support::registry::{self as harness, Auth, Export, Run, TestRegistry, Xtask};
 
 const REPO: &str = "team/app";
 const USER: &str = "releaser";
@@ -36,10 +35,6 @@ struct Bench {
     env: BTreeMap<String, String>,
 }
 
-fn target_dir() -> PathBuf {
-    support::target_dir()
-}
-
 /// The bench's variables: the process environment wins over `target/ci/env`.
 fn bench() -> Bench {
     let vars = support::ci_env();
@@ -53,21 +48,6 @@ fn bench() -> Bench {
             .filter(|(k, _)| k == "CONTAINERS_CONF")
             .collect(),
     }
-}
-
-/// Holds the locks `xtask/tests/build.rs` builds each platform under, so test processes running side by side do not
-/// build the same image at the same time (the second one then finds podman's layer cache warm).
-fn build_locks() -> Vec<std::fs::File> {
-    let dir = target_dir().join("tests/build");
-    std::fs::create_dir_all(&dir).unwrap();
-    ["amd64", "arm64"]
-        .into_iter()
-        .map(|arch| {
-            let lock = std::fs::File::create(dir.join(format!("{arch}.lock"))).unwrap();
-            lock.lock().unwrap();
-            lock
-        })
-        .collect()
 }
 
 impl Bench {
@@ -266,7 +246,7 @@ fn run_arm64(registry: &TestRegistry, reference: &str, bench: &Bench) {
 #[ignore = "builds both platforms with podman and runs arm64 under qemu: needs the test bench; run by `cargo xtask ci`"]
 fn release_into_a_basic_auth_registry_then_a_version_release_that_leaves_latest() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let _builds = build_locks();
+    let _builds = support::build_locks();
     let bench = bench();
     let registry = TestRegistry::start(Auth::basic(USER, PASSWORD));
     let target = registry.reference(REPO);
@@ -401,38 +381,6 @@ fn release_into_a_basic_auth_registry_then_a_version_release_that_leaves_latest(
     assert_eq!(tags, ["1.2.3", "latest"]);
 }
 
-/// A hash of every file (path and bytes) under `dir`: equal means byte-for-byte unchanged.
-fn tree_hash(dir: &Path) -> String {
-    fn walk(dir: &Path, root: &Path, hasher: &mut Sha256, count: &mut usize) {
-        let mut entries: Vec<_> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        entries.sort();
-        for path in entries {
-            if path.is_dir() {
-                walk(&path, root, hasher, count);
-            } else {
-                let bytes = std::fs::read(&path).unwrap();
-                hasher.update(
-                    path.strip_prefix(root)
-                        .unwrap()
-                        .to_string_lossy()
-                        .as_bytes(),
-                );
-                hasher.update([0]);
-                hasher.update((bytes.len() as u64).to_le_bytes());
-                hasher.update(&bytes);
-                *count += 1;
-            }
-        }
-    }
-    let mut hasher = Sha256::new();
-    let mut count = 0;
-    walk(dir, dir, &mut hasher, &mut count);
-    format!("{count} files, sha256:{:x}", hasher.finalize())
-}
-
 #[test]
 fn a_dry_run_prints_every_step_and_leaves_the_registry_byte_for_byte_unchanged() {
     // Nothing is built or pulled, so any base image names do.
@@ -469,8 +417,7 @@ fn a_dry_run_prints_every_step_and_leaves_the_registry_byte_for_byte_unchanged()
         .env("REGISTRY_PASSWORD", PASSWORD)
         .run()
         .success();
-    let storage = registry.dir().join("storage");
-    let before = tree_hash(&storage);
+    let before = registry.storage_hash();
     let requests = registry.requests().len();
 
     let run = bench
@@ -528,7 +475,7 @@ fn a_dry_run_prints_every_step_and_leaves_the_registry_byte_for_byte_unchanged()
         requests,
         "a dry run sends no request"
     );
-    assert_eq!(tree_hash(&storage), before);
+    assert_eq!(registry.storage_hash(), before);
     assert!(
         !work.path().join("image/linux-arm64").exists(),
         "a dry run builds nothing"
@@ -622,7 +569,7 @@ fn unreachable_base_images_are_named_before_any_build() {
 #[ignore = "compiles the xtask in a clone and builds both platforms with podman: needs the test bench; run by `cargo xtask ci`"]
 fn local_release_from_a_fresh_clone() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let _builds = build_locks();
+    let _builds = support::build_locks();
     let bench = bench();
     let checkout = clone("local");
     let repo = repo(&checkout);
@@ -704,7 +651,7 @@ fn local_release_with_the_registry_image_instead_of_the_binary() {
         .run()
         .unwrap();
 
-    let _builds = build_locks();
+    let _builds = support::build_locks();
     let work = harness::temp_dir("registry-image-release");
     let run = succeeded(
         bench

@@ -11,66 +11,17 @@
 //! goes with it, and no client-side check closes that window (only not publishing concurrently does). Those rounds
 //! still assert the three properties above and count the lost tags, which the summary reports.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use support::fault_proxy::Rng;
-use support::registry::{self as harness, Auth, Export, Run, TestRegistry, Xtask};
+use crate::support::fault_proxy::Rng;
+use crate::support::registry::{self as harness, Answer, Auth, Export, Run, TestRegistry, Xtask};
 
 const REPO: &str = "team/app";
 const USER: &str = "ci-bot";
 const PASSWORD: &str = "races-test-password";
-const ACCEPT: &str = "application/vnd.docker.distribution.manifest.list.v2+json, \
-application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, \
-application/vnd.oci.image.manifest.v1+json";
-
-/// GET or HEAD straight from a registry, with its credentials: (status, body).
-fn fetch(registry: &TestRegistry, method: &str, path: &str) -> (u16, Vec<u8>) {
-    use base64::Engine;
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let url = registry.url(path);
-    let auth = match &registry.auth {
-        Auth::Anonymous => None,
-        Auth::Basic { user, password } => Some(format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-        )),
-        Auth::Token { .. } => Some(format!(
-            "Bearer {}",
-            registry
-                .token_server()
-                .unwrap()
-                .issue("tester", &[format!("repository:{REPO}:pull")])
-        )),
-    };
-    let mut response = if method == "HEAD" {
-        let mut request = agent.head(&url).header("accept", ACCEPT);
-        if let Some(auth) = &auth {
-            request = request.header("authorization", auth);
-        }
-        request.call().unwrap()
-    } else {
-        let mut request = agent.get(&url).header("accept", ACCEPT);
-        if let Some(auth) = &auth {
-            request = request.header("authorization", auth);
-        }
-        request.call().unwrap()
-    };
-    let status = response.status().as_u16();
-    let body = if method == "HEAD" {
-        Vec::new()
-    } else {
-        response.body_mut().read_to_vec().unwrap_or_default()
-    };
-    (status, body)
-}
 
 /// The state of one registry after a round: every tag's children (by digest), and what is wrong.
 fn check_registry(registry: &TestRegistry) -> (BTreeMap<String, Vec<String>>, Vec<String>) {
@@ -78,7 +29,11 @@ fn check_registry(registry: &TestRegistry) -> (BTreeMap<String, Vec<String>>, Ve
     let mut problems = Vec::new();
     let names = registry.tags(REPO).unwrap_or_default();
     for tag in names {
-        let (status, bytes) = fetch(registry, "GET", &format!("/v2/{REPO}/manifests/{tag}"));
+        let Answer {
+            status,
+            body: bytes,
+            ..
+        } = registry.fetch("GET", &format!("/v2/{REPO}/manifests/{tag}"));
         if status != 200 {
             problems.push(format!(
                 "{}: tag {tag} does not resolve (HTTP {status})",
@@ -95,7 +50,11 @@ fn check_registry(registry: &TestRegistry) -> (BTreeMap<String, Vec<String>>, Ve
             .collect();
         tags.insert(tag.clone(), children.clone());
         for digest in &children {
-            let (status, bytes) = fetch(registry, "GET", &format!("/v2/{REPO}/manifests/{digest}"));
+            let Answer {
+                status,
+                body: bytes,
+                ..
+            } = registry.fetch("GET", &format!("/v2/{REPO}/manifests/{digest}"));
             if status != 200 {
                 problems.push(format!(
                     "{}: child {digest} of tag {tag} is missing (HTTP {status})",
@@ -108,7 +67,9 @@ fn check_registry(registry: &TestRegistry) -> (BTreeMap<String, Vec<String>>, Ve
                 .chain(image["layers"].as_array().into_iter().flatten())
                 .map(|d| d["digest"].as_str().unwrap().to_owned());
             for blob in blobs {
-                let (status, _) = fetch(registry, "HEAD", &format!("/v2/{REPO}/blobs/{blob}"));
+                let status = registry
+                    .fetch("HEAD", &format!("/v2/{REPO}/blobs/{blob}"))
+                    .status;
                 if status != 200 {
                     problems.push(format!(
                         "{}: blob {blob} of child {digest} of tag {tag} is missing (HTTP {status})",

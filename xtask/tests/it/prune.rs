@@ -3,14 +3,12 @@
 //! lists and removes untagged clutter. Stand-ins for GitHub's and Docker Hub's APIs are tested in the crate
 //! (`src/image/prune/registry_tests.rs`).
 
-mod support;
-
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::registry::{self as harness, Auth, Export, TestRegistry, Xtask};
+use crate::support::registry::{self as harness, Auth, Export, TestRegistry, Xtask};
 
 const PLATFORMS: [(&str, &str); 2] = [("linux/amd64", "amd64"), ("linux/arm64", "arm64")];
 
@@ -101,8 +99,8 @@ fn published(run: &harness::Run) -> String {
 /// The manifests distribution stores for a repository: its revision links on disk.
 fn stored(registry: &TestRegistry, repository: &str) -> Vec<String> {
     let dir = registry
-        .dir()
-        .join("storage/docker/registry/v2/repositories")
+        .storage()
+        .join("docker/registry/v2/repositories")
         .join(repository)
         .join("_manifests/revisions/sha256");
     let mut out: Vec<String> = std::fs::read_dir(dir)
@@ -116,41 +114,11 @@ fn stored(registry: &TestRegistry, repository: &str) -> Vec<String> {
     out
 }
 
-/// A manifest request (with a pull token when the registry wants one): the status and the body.
-fn manifest(
-    registry: &TestRegistry,
-    method: &str,
-    repository: &str,
-    reference: &str,
-) -> (u16, Vec<u8>) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into();
-    let mut request = ureq::http::Request::builder()
-        .method(method)
-        .uri(registry.url(&format!("/v2/{repository}/manifests/{reference}")))
-        .header(
-            "Accept",
-            "application/vnd.docker.distribution.manifest.list.v2+json, \
-             application/vnd.docker.distribution.manifest.v2+json",
-        );
-    if let Some(server) = registry.token_server() {
-        let token = server.issue("poller", &[format!("repository:{repository}:pull")]);
-        request = request.header("Authorization", format!("Bearer {token}"));
-    }
-    match agent.run(request.body(()).unwrap()) {
-        Ok(mut response) => (
-            response.status().as_u16(),
-            response.body_mut().read_to_vec().unwrap_or_default(),
-        ),
-        Err(_) => (0, Vec::new()),
-    }
-}
-
+/// The status of a HEAD of `repository:reference` (0: no answer).
 fn head(registry: &TestRegistry, repository: &str, reference: &str) -> u16 {
-    manifest(registry, "HEAD", repository, reference).0
+    registry
+        .fetch("HEAD", &format!("/v2/{repository}/manifests/{reference}"))
+        .status
 }
 
 fn sorted(mut items: Vec<String>) -> Vec<String> {
@@ -305,9 +273,9 @@ fn two_releases_racing_end_with_an_intact_latest() {
             );
         }
         assert_eq!(head(&registry, "team/app", "latest"), 200, "round {round}");
-        let (status, latest) = manifest(&registry, "GET", "team/app", "latest");
-        assert_eq!(status, 200, "round {round}");
-        let list: serde_json::Value = serde_json::from_slice(&latest).unwrap();
+        let latest = registry.fetch("GET", "/v2/team/app/manifests/latest");
+        assert_eq!(latest.status, 200, "round {round}");
+        let list: serde_json::Value = serde_json::from_slice(&latest.body).unwrap();
         for child in list["manifests"].as_array().unwrap() {
             let digest = child["digest"].as_str().unwrap();
             assert_eq!(

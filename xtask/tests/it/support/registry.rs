@@ -1,8 +1,7 @@
 //! Shared harness of the xtask integration tests: real distribution registries (`docker-registry serve`) on free
 //! loopback ports in each auth mode, an in-process token server, synthetic image exports, and running the xtask.
 //!
-//! Use it from a test file with `mod support;` and `use support::registry::…` (each test binary compiles its own
-//! copy; unused items are fine).
+//! Use it from a test module with `use crate::support::registry::…`.
 //!
 //! API
 //! - [`TestRegistry::start(Auth)`] starts a registry (storage in a temp dir, `delete: enabled: true`, access log
@@ -10,10 +9,14 @@
 //!   `Auth::token(user, pass)` (distribution's `auth.token` against a [`TokenServer`] run in this process, signing
 //!   ES256 JWTs with a P-256 key made by `openssl`). Dropping it kills the registry and removes its directory.
 //!   - `.address` (`127.0.0.1:PORT`), `.reference(repo)` (`127.0.0.1:PORT/repo`), `.url(path)`.
+//!   - `.storage()` its storage directory; `.storage_hash()` a hash of every file in it (equal: byte for byte
+//!     unchanged).
 //!   - `.log()` the registry's log; `.requests()` its access-log lines as [`Request`] (method, path, status);
 //!     `.requests_since(n)` the ones after the first n (take `.requests().len()` before an action).
-//!   - `.get(path)` -> (status, body) with the registry's own credentials (Basic or a token from its server).
-//!   - `.tags(repo)` -> `Ok(tags)` or `Err(status, body)` of `GET /v2/<repo>/tags/list`.
+//!   - `.fetch(method, path)` -> [`Answer`] (`status`, `body`, `digest`): the one HTTP reader of a registry in the
+//!     tests, with the registry's own credentials (Basic or a token from its server), every manifest type accepted.
+//!   - `.tags(repo)` -> `Ok(tags)` or `Err(status, body)` of `GET /v2/<repo>/tags/list`; `.repositories()` the
+//!     catalog.
 //!   - `.creds()` -> `Some("user:pass")` for skopeo's `--creds`; `.skopeo_raw(repo, digest)` -> manifest bytes read
 //!     by skopeo (`skopeo inspect --raw --tls-verify=false`); `.skopeo_inspect("repo:tag", flags)` -> `None` when the
 //!     registry does not have it.
@@ -128,6 +131,20 @@ impl Auth {
 
 /// The User-Agent of the harness's readiness probe, left out of [`TestRegistry::requests`].
 const PROBE_AGENT: &str = "xtask-test-probe";
+
+/// The manifest media types [`TestRegistry::fetch`] accepts: Docker's and OCI's, lists and images.
+const ACCEPT: &str = "application/vnd.docker.distribution.manifest.list.v2+json, \
+    application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, \
+    application/vnd.oci.image.manifest.v1+json";
+
+/// What a registry answered to [`TestRegistry::fetch`].
+#[derive(Clone, Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Vec<u8>,
+    /// The Docker-Content-Digest header.
+    pub digest: Option<String>,
+}
 
 /// One line of the registry's access log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -245,8 +262,38 @@ impl TestRegistry {
         format!("http://{}{path}", self.address)
     }
 
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
+    /// Where the registry keeps its blobs and manifests.
+    pub fn storage(&self) -> PathBuf {
+        self.dir.path().join("storage")
+    }
+
+    /// A hash of every file (path and bytes) in the registry's storage: equal means byte-for-byte unchanged.
+    pub fn storage_hash(&self) -> String {
+        fn walk(dir: &Path, root: &Path, hasher: &mut Sha256, count: &mut usize) {
+            let mut entries: Vec<_> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            entries.sort();
+            for path in entries {
+                if path.is_dir() {
+                    walk(&path, root, hasher, count);
+                } else {
+                    let bytes = std::fs::read(&path).unwrap();
+                    let name = path.strip_prefix(root).unwrap().to_string_lossy();
+                    hasher.update(name.as_bytes());
+                    hasher.update([0]);
+                    hasher.update((bytes.len() as u64).to_le_bytes());
+                    hasher.update(&bytes);
+                    *count += 1;
+                }
+            }
+        }
+        let storage = self.storage();
+        let mut hasher = Sha256::new();
+        let mut count = 0;
+        walk(&storage, &storage, &mut hasher, &mut count);
+        format!("{count} files, sha256:{:x}", hasher.finalize())
     }
 
     pub fn token_server(&self) -> Option<&TokenServer> {
@@ -289,13 +336,19 @@ impl TestRegistry {
         self.requests().into_iter().skip(n).collect()
     }
 
-    /// GET with the registry's credentials: (status, body).
-    pub fn get(&self, path: &str) -> (u16, String) {
+    /// `method path` straight to the registry (past any proxy) with its own credentials (Basic, or a pull token
+    /// from its token server for the repository the path names) and every manifest media type accepted: the one
+    /// way the tests read a registry over HTTP. Status 0: no answer.
+    pub fn fetch(&self, method: &str, path: &str) -> Answer {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
             .build()
             .into();
-        let mut request = agent.get(self.url(path));
+        let mut request = ureq::http::Request::builder()
+            .method(method)
+            .uri(self.url(path))
+            .header("accept", ACCEPT);
         match &self.auth {
             Auth::Anonymous => {}
             Auth::Basic { user, password } => {
@@ -318,18 +371,46 @@ impl TestRegistry {
                 request = request.header("authorization", format!("Bearer {token}"));
             }
         }
-        let mut response = request.call().unwrap();
-        let status = response.status().as_u16();
-        let body = response.body_mut().read_to_string().unwrap_or_default();
-        (status, body)
+        match agent.run(request.body(()).unwrap()) {
+            Ok(mut response) => Answer {
+                status: response.status().as_u16(),
+                digest: response
+                    .headers()
+                    .get("docker-content-digest")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
+                body: response.body_mut().read_to_vec().unwrap_or_default(),
+            },
+            Err(_) => Answer {
+                status: 0,
+                digest: None,
+                body: Vec::new(),
+            },
+        }
+    }
+
+    /// The repositories the registry holds (`GET /v2/_catalog`).
+    pub fn repositories(&self) -> Vec<String> {
+        let answer = self.fetch("GET", "/v2/_catalog");
+        let body = String::from_utf8_lossy(&answer.body);
+        assert_eq!(answer.status, 200, "catalog of {}: {body}", self.address);
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        json["repositories"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap().to_owned())
+            .collect()
     }
 
     /// The tags of a repository, or the error status and body (distribution answers 404 NAME_UNKNOWN for a
     /// repository that holds only untagged manifests).
     pub fn tags(&self, repository: &str) -> Result<Vec<String>, (u16, String)> {
-        let (status, body) = self.get(&format!("/v2/{repository}/tags/list"));
-        if status != 200 {
-            return Err((status, body));
+        let answer = self.fetch("GET", &format!("/v2/{repository}/tags/list"));
+        assert_ne!(answer.status, 0, "no answer from {}", self.address);
+        let body = String::from_utf8_lossy(&answer.body).into_owned();
+        if answer.status != 200 {
+            return Err((answer.status, body));
         }
         let value: serde_json::Value = serde_json::from_str(&body).unwrap();
         Ok(value["tags"]
@@ -660,7 +741,6 @@ fn percent_decode(value: &str) -> String {
 /// An image export as `podman push --format v2s2 IMG dir:DIR` leaves it.
 #[derive(Clone, Debug)]
 pub struct Export {
-    pub dir: PathBuf,
     /// The manifest's digest: what the push must produce everywhere.
     pub digest: String,
     pub manifest: Vec<u8>,
@@ -716,7 +796,6 @@ impl Export {
         std::fs::write(dir.join("manifest.json"), &manifest).unwrap();
         std::fs::write(dir.join("version"), "Directory Transport Version: 1.1\n").unwrap();
         Export {
-            dir: dir.to_owned(),
             digest: sha256(&manifest),
             manifest,
             total_size: config.len() as u64 + layers.iter().map(|(_, s)| s).sum::<u64>(),
@@ -911,219 +990,4 @@ impl Xtask {
             peak_rss_kib: peak,
         }
     }
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Fault injection
-
-/// What a [`FaultProxy`] does to a request that matches a [`Fault`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum FaultAction {
-    /// Answer this status (with an optional Retry-After and a distribution error body) without forwarding.
-    Status {
-        status: u16,
-        retry_after: Option<String>,
-        code: Option<String>,
-    },
-    /// Close the connection without forwarding or answering (the registry never saw the request).
-    Drop,
-    /// Forward the request, then close the connection without passing on the answer: the client cannot know
-    /// whether it worked (it did).
-    ForwardThenDrop,
-    /// Wait this long, then forward (to trip the client's read timeout).
-    Delay(Duration),
-}
-
-/// A rule: the next `times` requests with this method whose path contains `path` get `action`.
-#[derive(Clone, Debug)]
-pub struct Fault {
-    pub method: String,
-    pub path: String,
-    pub times: usize,
-    pub action: FaultAction,
-}
-
-impl Fault {
-    pub fn new(method: &str, path: &str, times: usize, action: FaultAction) -> Fault {
-        Fault {
-            method: method.into(),
-            path: path.into(),
-            times,
-            action,
-        }
-    }
-
-    pub fn status(method: &str, path: &str, times: usize, status: u16) -> Fault {
-        Fault::new(
-            method,
-            path,
-            times,
-            FaultAction::Status {
-                status,
-                retry_after: None,
-                code: None,
-            },
-        )
-    }
-}
-
-/// One request the proxy handled: what it was and whether a fault was injected (`None`: forwarded as is).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProxyRecord {
-    pub method: String,
-    pub path: String,
-    pub fault: Option<FaultAction>,
-}
-
-/// An HTTP proxy in front of a registry that injects faults by rule: statuses, dropped connections, answers
-/// lost after the registry acted, delays. Point the xtask at `.address` instead of the registry's. One request per
-/// connection (it answers with `Connection: close`).
-pub struct FaultProxy {
-    /// `127.0.0.1:PORT`
-    pub address: String,
-    faults: Arc<Mutex<Vec<Fault>>>,
-    records: Arc<Mutex<Vec<ProxyRecord>>>,
-    stop: Arc<AtomicBool>,
-}
-
-impl FaultProxy {
-    pub fn start(upstream: &str) -> FaultProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let address = listener.local_addr().unwrap().to_string();
-        let proxy = FaultProxy {
-            address,
-            faults: Arc::default(),
-            records: Arc::default(),
-            stop: Arc::default(),
-        };
-        let (faults, records, stop) = (
-            proxy.faults.clone(),
-            proxy.records.clone(),
-            proxy.stop.clone(),
-        );
-        let upstream = upstream.to_owned();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let Ok(stream) = stream else { continue };
-                let (faults, records, upstream) =
-                    (faults.clone(), records.clone(), upstream.clone());
-                std::thread::spawn(move || {
-                    let _ = proxy_one(stream, &upstream, &faults, &records);
-                });
-            }
-        });
-        proxy
-    }
-
-    /// `127.0.0.1:PORT/<repository>` through the proxy.
-    pub fn reference(&self, repository: &str) -> String {
-        format!("{}/{repository}", self.address)
-    }
-
-    pub fn add(&self, fault: Fault) {
-        self.faults.lock().unwrap().push(fault);
-    }
-
-    /// Every request so far, in order.
-    pub fn records(&self) -> Vec<ProxyRecord> {
-        self.records.lock().unwrap().clone()
-    }
-}
-
-impl Drop for FaultProxy {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = TcpStream::connect(&self.address);
-    }
-}
-
-fn proxy_one(
-    client: TcpStream,
-    upstream: &str,
-    faults: &Mutex<Vec<Fault>>,
-    records: &Mutex<Vec<ProxyRecord>>,
-) -> std::io::Result<()> {
-    client.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut reader = BufReader::new(client.try_clone()?);
-    let mut head = Vec::new();
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
-    let mut content_length = 0usize;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
-            break;
-        }
-        let lower = line.to_ascii_lowercase();
-        if let Some(value) = lower.strip_prefix("content-length:") {
-            content_length = value.trim().parse().unwrap_or(0);
-        }
-        if lower.starts_with("connection:") {
-            continue;
-        }
-        head.extend_from_slice(line.as_bytes());
-    }
-    let mut body = vec![0u8; content_length];
-    reader.read_exact(&mut body)?;
-    let mut parts = request_line.split(' ');
-    let method = parts.next().unwrap_or("").to_owned();
-    let path = parts.next().unwrap_or("").to_owned();
-
-    let action = {
-        let mut faults = faults.lock().unwrap();
-        faults
-            .iter_mut()
-            .find(|f| f.times > 0 && f.method == method && path.contains(&f.path))
-            .map(|f| {
-                f.times -= 1;
-                f.action.clone()
-            })
-    };
-    records.lock().unwrap().push(ProxyRecord {
-        method: method.clone(),
-        path: path.clone(),
-        fault: action.clone(),
-    });
-    let mut client = client;
-    match &action {
-        Some(FaultAction::Status {
-            status,
-            retry_after,
-            code,
-        }) => {
-            let body = code.as_ref().map_or(String::new(), |code| {
-                format!(r#"{{"errors":[{{"code":"{code}","message":"injected by the test"}}]}}"#)
-            });
-            let retry_after = retry_after
-                .as_ref()
-                .map_or(String::new(), |v| format!("Retry-After: {v}\r\n"));
-            write!(
-                client,
-                "HTTP/1.1 {status} Injected\r\n{retry_after}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            )?;
-            return client.flush();
-        }
-        Some(FaultAction::Drop) => {
-            return client.shutdown(std::net::Shutdown::Both);
-        }
-        Some(FaultAction::Delay(wait)) => std::thread::sleep(*wait),
-        Some(FaultAction::ForwardThenDrop) | None => {}
-    }
-    let mut server = TcpStream::connect(upstream)?;
-    server.write_all(request_line.as_bytes())?;
-    server.write_all(&head)?;
-    server.write_all(b"Connection: close\r\n\r\n")?;
-    server.write_all(&body)?;
-    server.flush()?;
-    let mut answer = Vec::new();
-    server.read_to_end(&mut answer)?;
-    if action == Some(FaultAction::ForwardThenDrop) {
-        return client.shutdown(std::net::Shutdown::Both);
-    }
-    client.write_all(&answer)?;
-    client.flush()
 }

@@ -6,15 +6,12 @@
 //! with the same digests). The cases that build use the local Rust builder image and the podman configuration that
 //! `cargo xtask ci --setup-only` leaves in target/ci/env (the runtime base is `scratch`: the binary is static).
 
-mod support;
-
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use support::simulate::{self, Event, Local, Outcome, Status};
+use crate::support;
+use crate::support::registry::{Auth, TestRegistry};
+use crate::support::simulate::{self, Event, Local, Outcome, Status};
 
 /// The simulated jobs share this checkout's target/ (digests, exports) and the local image tags: one simulation at
 /// a time, across test processes too (nextest runs each test in its own process). The lock ends with the file.
@@ -28,136 +25,40 @@ fn one_at_a_time() -> std::fs::File {
 
 const SHA: &str = "5f1e2d3c4b5a69788796a5b4c3d2e1f0a9b8c7d6";
 
-/// A distribution registry (`docker-registry serve`) on a free loopback port, deletion on, storage in a temp dir.
-struct Registry {
-    address: String,
-    dir: PathBuf,
-    child: Child,
-}
-
-impl Registry {
-    fn start(name: &str) -> Registry {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let address = format!("127.0.0.1:{port}");
-        let dir =
-            std::env::temp_dir().join(format!("xtask-sim-{name}-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(dir.join("storage")).unwrap();
-        let config = dir.join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    \
-                 rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {address}\n",
-                dir.join("storage").display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("docker-registry is installed (apt-get install docker-registry)");
-        let registry = Registry {
-            address,
-            dir,
-            child,
-        };
-        let started = Instant::now();
-        while get(&format!("http://{}/v2/", registry.address)).0 != 200 {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "registry {name} did not start"
-            );
-            std::thread::sleep(Duration::from_millis(100));
+/// The tags of `repository`, sorted; none when it has none (distribution's 404 NAME_UNKNOWN).
+fn tags(registry: &TestRegistry, repository: &str) -> Vec<String> {
+    match registry.tags(repository) {
+        Ok(mut tags) => {
+            tags.sort();
+            tags
         }
-        registry
-    }
-
-    fn repositories(&self) -> Vec<String> {
-        let (status, body, _) = get(&format!("http://{}/v2/_catalog", self.address));
-        assert_eq!(status, 200, "{body}");
-        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
-        json["repositories"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r.as_str().unwrap().to_owned())
-            .collect()
-    }
-
-    fn tags(&self, repository: &str) -> Vec<String> {
-        let (status, body, _) = get(&format!(
-            "http://{}/v2/{repository}/tags/list",
-            self.address
-        ));
-        if status == 404 {
-            return Vec::new();
-        }
-        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
-        let mut tags: Vec<String> = json["tags"]
-            .as_array()
-            .map(|t| t.iter().map(|t| t.as_str().unwrap().to_owned()).collect())
-            .unwrap_or_default();
-        tags.sort();
-        tags
-    }
-
-    /// The digest and body of `repository:reference`.
-    fn manifest(&self, repository: &str, reference: &str) -> (String, serde_json::Value) {
-        let (status, body, digest) = get(&format!(
-            "http://{}/v2/{repository}/manifests/{reference}",
-            self.address
-        ));
-        assert_eq!(status, 200, "{repository}:{reference}: {body}");
-        (digest.unwrap(), serde_json::from_str(&body).unwrap())
+        Err((404, _)) => Vec::new(),
+        Err((status, body)) => panic!("tags of {repository}: HTTP {status} {body}"),
     }
 }
 
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// GET with the manifest media types accepted: (status, body, Docker-Content-Digest).
-fn get(url: &str) -> (u16, String, Option<String>) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(10)))
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let accept = "application/vnd.docker.distribution.manifest.list.v2+json, \
-                  application/vnd.docker.distribution.manifest.v2+json, \
-                  application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json";
-    match agent.get(url).header("Accept", accept).call() {
-        Ok(mut response) => {
-            let digest = response
-                .headers()
-                .get("docker-content-digest")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            let status = response.status().as_u16();
-            (
-                status,
-                response.body_mut().read_to_string().unwrap_or_default(),
-                digest,
-            )
-        }
-        Err(_) => (0, String::new(), None),
-    }
+/// The digest and body of `repository:reference`.
+fn manifest(
+    registry: &TestRegistry,
+    repository: &str,
+    reference: &str,
+) -> (String, serde_json::Value) {
+    let answer = registry.fetch("GET", &format!("/v2/{repository}/manifests/{reference}"));
+    assert_eq!(
+        answer.status,
+        200,
+        "{repository}:{reference}: {}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    (
+        answer.digest.unwrap(),
+        serde_json::from_slice(&answer.body).unwrap(),
+    )
 }
 
 struct Bench {
-    ghcr: Registry,
-    hub: Registry,
+    ghcr: TestRegistry,
+    hub: TestRegistry,
     work: PathBuf,
 }
 
@@ -170,8 +71,8 @@ impl Bench {
         let _ = std::fs::remove_dir_all(&work);
         std::fs::create_dir_all(&work).unwrap();
         Bench {
-            ghcr: Registry::start("ghcr"),
-            hub: Registry::start("hub"),
+            ghcr: TestRegistry::start(Auth::Anonymous),
+            hub: TestRegistry::start(Auth::Anonymous),
             work,
         }
     }
@@ -200,6 +101,8 @@ impl Bench {
     }
 
     fn run(&self, event: &Event, setup: BenchSetup) -> Outcome {
+        // The build steps tag the default local images, as the release tests do.
+        let _builds = (!setup.build_args.is_empty()).then(support::build_locks);
         let outcome = simulate::run(
             &support::workflow_path(),
             Path::new(env!("CARGO_BIN_EXE_xtask")),
@@ -385,8 +288,8 @@ fn publish(bench: &Bench, event: Event, tag: &str, want_tags: &[&str]) -> String
              linux/amd64,linux/arm64"
         )
     );
-    let (ghcr_digest, list) = bench.ghcr.manifest(GHCR_REPO, tag);
-    let (hub_digest, _) = bench.hub.manifest(HUB_REPO, tag);
+    let (ghcr_digest, list) = manifest(&bench.ghcr, GHCR_REPO, tag);
+    let (hub_digest, _) = manifest(&bench.hub, HUB_REPO, tag);
     assert_eq!(ghcr_digest, hub_digest, "the same list in both registries");
     for floating in floating.split(',').filter(|t| !t.is_empty()) {
         assert_eq!(
@@ -415,8 +318,8 @@ fn publish(bench: &Bench, event: Event, tag: &str, want_tags: &[&str]) -> String
     platforms.sort();
     assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
     let want: Vec<String> = want_tags.iter().map(|t| t.to_string()).collect();
-    assert_eq!(bench.ghcr.tags(GHCR_REPO), want);
-    assert_eq!(bench.hub.tags(HUB_REPO), want);
+    assert_eq!(tags(&bench.ghcr, GHCR_REPO), want);
+    assert_eq!(tags(&bench.hub, HUB_REPO), want);
     assert!(
         outcome.summary.contains(tag),
         "the job summary names the tag"
@@ -446,10 +349,9 @@ fn push_to_main_publishes_latest_and_the_next_push_prunes_it() {
     );
     assert_ne!(first, second);
     for (registry, repository) in [(&bench.ghcr, GHCR_REPO), (&bench.hub, HUB_REPO)] {
-        let (status, _, _) = get(&format!(
-            "http://{}/v2/{repository}/manifests/{first}",
-            registry.address
-        ));
+        let status = registry
+            .fetch("GET", &format!("/v2/{repository}/manifests/{first}"))
+            .status;
         assert_eq!(
             status, 404,
             "the superseded list is pruned in {}",

@@ -8,14 +8,12 @@ use std::path::Path;
 use std::process::Command;
 
 use serde_norway::{Mapping, Value};
-use support::{root, words, workflow, workflow_text};
 
-mod support;
+use crate::support::{root, words, workflow, workflow_text};
 
 // The grammar itself, compiled into this test: parsing is all it is used for, so the checks need no special mode
 // in the binary.
-#[allow(dead_code)]
-#[path = "../src/flags.rs"]
+#[path = "../../src/flags.rs"]
 mod flags;
 
 fn get<'a>(value: &'a Value, path: &str) -> &'a Value {
