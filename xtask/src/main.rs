@@ -92,10 +92,18 @@ fn run_bench(
     }
 }
 
-/// The workspace root: the xtask crate lives one level below it.
+/// The workspace root: the checkout the command runs in (the nearest directory up from here with `Cargo.toml` and
+/// `xtask/Cargo.toml`), else the one this binary was built from, whose xtask crate lives one level below it.
 fn project_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask is inside the workspace")
-        .to_path_buf()
+    let checkout = std::env::current_dir().ok().and_then(|dir| {
+        dir.ancestors()
+            .find(|d| d.join("Cargo.toml").is_file() && d.join("xtask/Cargo.toml").is_file())
+            .map(Path::to_path_buf)
+    });
+    checkout.unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("xtask is inside the workspace")
+            .to_path_buf()
+    })
 }

@@ -191,6 +191,8 @@ impl BuildPlan {
             "build",
             "--format",
             "docker",
+            // No io.buildah.version label: the labels are meta's, and the digest must not depend on the podman.
+            "--identity-label=false",
             "--platform",
             &platform.to_string(),
             // cargo inside RUN needs the network, and rootless podman here cannot use slirp4netns.
@@ -562,7 +564,7 @@ mod tests {
     /// The start of every `podman build` line: the platform and the local tag.
     fn podman_build(arch: &str, tag: &str) -> String {
         format!(
-            "podman build --format docker --platform linux/{arch} --network=host --file /src/Containerfile \
+            "podman build --format docker --identity-label=false --platform linux/{arch} --network=host --file /src/Containerfile \
              --tag {tag} --build-arg BUILDPLATFORM=linux/amd64 --build-arg TARGETARCH={arch}"
         )
     }

@@ -7,7 +7,7 @@
 //! before the tag moves leaves every registry's tags exactly as they were.
 //!
 //! The core (digest files, list assembly, the order of calls, checks, outputs) is pure and tested here against an
-//! in-memory registry; `xtask/tests/manifest.rs` runs it against a real one.
+//! in-memory registry; `xtask/tests/it/manifest.rs` runs it against a real one.
 
 use std::fmt;
 use std::path::Path;

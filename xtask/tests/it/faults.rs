@@ -494,7 +494,7 @@ fn a_tag_move_with_a_lost_answer_is_rolled_back() {
     let shown = format!("{}{}", second.run.stdout, second.run.stderr);
     assert_eq!(second.run.code, 4, "{shown}");
     assert_eq!(second.after, second.before, "{shown}");
-    assert!(shown.contains("tag put back to"), "{shown}");
+    assert!(shown.contains("tag latest put back to"), "{shown}");
     assert!(!shown.contains(PASSWORD));
 }
 

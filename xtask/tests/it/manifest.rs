@@ -454,3 +454,50 @@ fn a_dry_run_leaves_every_registry_byte_for_byte_unchanged() {
     assert_eq!(after, storages);
     assert_eq!(world.tags(), before);
 }
+
+/// With `1.2` and `1` style tags on: 0.1.0, then 0.2.0, then 0.1.1, each its own build, published into two real
+/// registries. `0.1` follows its line to 0.1.1, `0` stays on 0.2.0 (never back), every version keeps its own tag,
+/// `latest` is never touched, and both registries agree.
+#[test]
+fn floating_tags_move_forward_only_in_every_registry() {
+    let world = World::new();
+    let mut lists = BTreeMap::new();
+    for (seed, version) in [(1, "0.1.0"), (2, "0.2.0"), (3, "0.1.1")] {
+        let labels = serde_json::json!({"org.opencontainers.image.version": version});
+        for (arch, size) in [("amd64", 20_000 + seed), ("arm64", 30_000 + seed)] {
+            let dir = world.work.path().join(format!("image/linux-{arch}"));
+            let _ = std::fs::remove_dir_all(&dir);
+            Export::write_labelled(&dir, arch, &[size], &labels);
+            world.push(arch, &world.targets());
+        }
+        let minor = version.rsplit_once('.').unwrap().0.to_owned();
+        let floating = format!("{minor},0");
+        let run = world
+            .manifest(version, &["--floating-tags", &floating])
+            .run()
+            .success();
+        let digest = world.tags()[&format!("{} {version}", world.basic.address)].clone();
+        lists.insert(version, digest);
+        if version == "0.1.1" {
+            assert!(
+                run.stdout
+                    .contains("tag 0 left alone (stays on 0.2.0, newer than 0.1.1)"),
+                "{}",
+                run.stdout
+            );
+        }
+    }
+    let tags = world.tags();
+    for registry in world.registries() {
+        let named = |tag: &str| tags[&format!("{} {tag}", registry.address)].clone();
+        assert_eq!(named("0.1"), lists["0.1.1"], "0.1 in {}", registry.address);
+        assert_eq!(named("0"), lists["0.2.0"], "0 in {}", registry.address);
+        assert_eq!(named("0.2"), lists["0.2.0"]);
+        for version in ["0.1.0", "0.2.0", "0.1.1"] {
+            assert_eq!(named(version), lists[version], "{version}");
+        }
+        let mut names = registry.tags(REPO).unwrap();
+        names.sort();
+        assert_eq!(names, ["0", "0.1", "0.1.0", "0.1.1", "0.2", "0.2.0"]);
+    }
+}

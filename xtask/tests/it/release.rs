@@ -376,9 +376,16 @@ fn release_into_a_basic_auth_registry_then_a_version_release_that_leaves_latest(
             "{child}"
         );
     }
+    // version-tags in Cargo.toml: the new 1.2 and 1 name the release as well; latest stays where it was.
     let mut tags = registry.tags(REPO).unwrap();
     tags.sort();
-    assert_eq!(tags, ["1.2.3", "latest"]);
+    assert_eq!(tags, ["1", "1.2", "1.2.3", "latest"]);
+    for floating in ["1", "1.2"] {
+        assert_eq!(
+            tag_digest(&registry, floating),
+            tag_digest(&registry, "1.2.3")
+        );
+    }
 }
 
 #[test]
@@ -457,7 +464,7 @@ fn a_dry_run_prints_every_step_and_leaves_the_registry_byte_for_byte_unchanged()
     );
     for fragment in [
         "plan: tag latest",
-        "podman build --format docker --platform linux/arm64",
+        "podman build --format docker --identity-label=false --platform linux/arm64",
         &format!(
             "PUT    http://{}/v2/{REPO}/manifests/latest",
             registry.address
@@ -687,4 +694,80 @@ fn local_release_with_the_registry_image_instead_of_the_binary() {
     let filter = format!("name=xtask-registry-{port}");
     let left = cmd!(sh, "podman ps -aq --filter {filter}").read().unwrap();
     assert_eq!(left.trim(), "", "the registry container is gone");
+}
+
+/// One release to two repositories of one registry, with the layer cache there too: the credential helper named for
+/// that registry runs once for the whole process (cache probe, both pushes, the manifest stage), however many
+/// stages ask.
+#[test]
+#[ignore = "builds with podman: needs the test bench; run by `cargo xtask ci`"]
+fn a_credential_helper_runs_once_per_registry_in_a_release() {
+    use std::os::unix::fs::PermissionsExt;
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _builds = support::build_locks();
+    let bench = bench();
+    let registry = TestRegistry::start(Auth::basic(USER, PASSWORD));
+    let work = harness::temp_dir("helper-count");
+    let bin = work.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let calls = work.path().join("calls");
+    // Each run writes the name of the process that ran it: podman asks the helper too (for the cache), and only
+    // the xtask's own runs are counted.
+    let helper = bin.join("docker-credential-xtaskcount");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 1\nread server\ncat /proc/$PPID/comm >> '{}'\n\
+             printf '{{\"ServerURL\":\"%s\",\"Username\":\"{USER}\",\"Secret\":\"{PASSWORD}\"}}' \"$server\"\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let auth_file = work.path().join("auth.json");
+    std::fs::write(
+        &auth_file,
+        serde_json::json!({"credHelpers": {registry.address.clone(): "xtaskcount"}}).to_string(),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let (app, mirror, cache) = (
+        registry.reference("team/app"),
+        registry.reference("team/mirror"),
+        registry.reference("team/cache"),
+    );
+    succeeded(
+        bench
+            .xtask(work.path())
+            .args(release_args(
+                &bench,
+                &[
+                    "--to",
+                    &app,
+                    "--to",
+                    &mirror,
+                    "--cache-repo",
+                    &cache,
+                    "--platforms",
+                    "linux/amd64",
+                ],
+            ))
+            .env("PATH", &path)
+            .env("REGISTRY_AUTH_FILE", &auth_file)
+            .run(),
+    );
+    for repository in ["team/app", "team/mirror"] {
+        assert_eq!(
+            registry.tags(repository).unwrap(),
+            ["latest"],
+            "{repository}"
+        );
+    }
+    let text = std::fs::read_to_string(&calls).unwrap_or_default();
+    let by_xtask = text.lines().filter(|name| name.trim() == "xtask").count();
+    assert_eq!(by_xtask, 1, "helper runs by process:\n{text}");
 }

@@ -293,12 +293,12 @@ fn publish(bench: &Bench, event: Event, tag: &str, want_tags: &[&str]) -> String
     assert_eq!(ghcr_digest, hub_digest, "the same list in both registries");
     for floating in floating.split(',').filter(|t| !t.is_empty()) {
         assert_eq!(
-            bench.ghcr.manifest(GHCR_REPO, floating).0,
+            manifest(&bench.ghcr, GHCR_REPO, floating).0,
             ghcr_digest,
             "{floating}"
         );
         assert_eq!(
-            bench.hub.manifest(HUB_REPO, floating).0,
+            manifest(&bench.hub, HUB_REPO, floating).0,
             ghcr_digest,
             "{floating}"
         );

@@ -755,6 +755,16 @@ impl Export {
     /// Writes an image for linux/`arch` with one layer per entry of `layer_sizes` (each a tar holding one file
     /// of about that many pseudo-random bytes) into `dir`.
     pub fn write(dir: &Path, arch: &str, layer_sizes: &[u64]) -> Export {
+        Export::write_labelled(dir, arch, layer_sizes, &serde_json::json!({}))
+    }
+
+    /// [`Export::write`] with these labels on the image config.
+    pub fn write_labelled(
+        dir: &Path,
+        arch: &str,
+        layer_sizes: &[u64],
+        labels: &serde_json::Value,
+    ) -> Export {
         std::fs::create_dir_all(dir).unwrap();
         let mut layers = Vec::new();
         for (i, &size) in layer_sizes.iter().enumerate() {
@@ -766,7 +776,7 @@ impl Export {
         let config = serde_json::json!({
             "architecture": arch,
             "os": "linux",
-            "config": {"Cmd": ["/app"], "Healthcheck": {"Test": ["CMD", "/app", "health"]}},
+            "config": {"Cmd": ["/app"], "Healthcheck": {"Test": ["CMD", "/app", "health"]}, "Labels": labels},
             "rootfs": {"type": "layers", "diff_ids": diff_ids},
             "history": [{"created_by": "xtask test export"}],
         })
