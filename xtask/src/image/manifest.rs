@@ -760,6 +760,21 @@ pub fn publish(
             }
         }
     }
+    // 5. A racing prune of the same list (a version released from the very images `latest` had) may have deleted
+    // it between the move and now, and its tags with it: put back what went, from the bytes verified above.
+    for (tag, _) in &moves {
+        for (repo, target) in repos.iter().zip(&targets) {
+            if matches!(repo.resolve(tag), Ok(None)) {
+                eprintln!(
+                    "warning: tag {tag} vanished from {target} after it was moved there (a racing prune deleted \
+                     its list); putting it back"
+                );
+                put(*repo, target, list.digest.as_str(), &list, log)
+                    .and_then(|()| put(*repo, target, tag, &list, log))
+                    .with_context(|| format!("put tag {tag} back in {target}"))?;
+            }
+        }
+    }
     durations.read_back = started.elapsed();
 
     Ok(Published {

@@ -625,6 +625,33 @@ fn execute(
     };
     // Roots first: an index goes before its children.
     for doomed in plan.delete.iter().filter(|d| d.parent.is_none()) {
+        // A racing release may have tagged it since the plan (a version release of the very same list): a DELETE
+        // would take that tag with it (distribution and GHCR delete a manifest's tags with it), so look again.
+        // What an API says a tag names is checked with the registry, as for the plan (Docker Hub's API lags).
+        let view = backend.tags().and_then(|mut view| {
+            reader.confirm(&mut view)?;
+            Ok(view)
+        });
+        match view {
+            Ok(view) => {
+                if let Some((tag, _)) = view.tags.iter().find(|(_, d)| **d == doomed.digest) {
+                    report.kept.push((
+                        doomed.digest.clone(),
+                        format!("tag {tag} names it now (tagged while this prune ran)"),
+                    ));
+                    blocked.insert(doomed.digest.clone());
+                    continue;
+                }
+            }
+            Err(err) => {
+                report.failures.push(format!(
+                    "{} not deleted: the tags could not be read just before ({err:#})",
+                    doomed.digest
+                ));
+                blocked.insert(doomed.digest.clone());
+                continue;
+            }
+        }
         if !remove(&doomed.digest, backend, report, &mut deleted) {
             blocked.insert(doomed.digest.clone());
         }

@@ -6,10 +6,11 @@
 //!
 //! Odd rounds release a version of new images: its tag must survive and its release must succeed. Even rounds
 //! release as the version the very images the previous `latest` had, so the version's index is the index the
-//! `latest` releases are pruning. There a version tag can be lost: distribution's DELETE of a manifest also removes
-//! every tag naming it at that instant, so a tag placed between the prune's last look at the tags and its DELETE
-//! goes with it, and no client-side check closes that window (only not publishing concurrently does). Those rounds
-//! still assert the three properties above and count the lost tags, which the summary reports.
+//! `latest` releases are pruning. distribution's DELETE of a manifest also removes every tag naming it at that
+//! instant; the prune looks at the tags again just before each DELETE and keeps what is tagged by then, and the
+//! release puts its tag back if it vanished after its read-back. A tag placed between the prune's last look and its
+//! DELETE, after the release's last look, can still go: those rounds assert the three properties above and count
+//! lost tags, which the summary reports.
 
 use std::collections::BTreeMap;
 use std::path::Path;
