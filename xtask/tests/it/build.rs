@@ -943,7 +943,9 @@ fn amd64_builds_as_an_unprivileged_user_with_rootless_podman() {
 
     let as_user = |args: &[&str]| {
         let mut command = Command::new("runuser");
+        // A directory the user can enter: this checkout may sit in one only its owner can (mode 0700).
         command
+            .current_dir(&share)
             .args(["-u", ROOTLESS_USER, "--", "env", "-i"])
             .arg(format!("HOME={}", home.display()))
             .arg(format!("USER={ROOTLESS_USER}"))
