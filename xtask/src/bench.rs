@@ -40,7 +40,7 @@ use crate::image::build::{self, shell_line};
 use crate::image::local_registry::{self, LocalRegistry};
 use crate::image::push;
 use crate::oci::{media_type, Digest, Platform};
-use report::{Bench, Figure, Machine, Side, Target};
+use report::{Bench, Figure, Machine, Side};
 use storage::Storage;
 
 const DEFAULT_ROUNDS: u32 = 3;
@@ -70,6 +70,8 @@ const CARGO_RUN_VARS: [&str; 6] = [
 
 /// The issue's targets.
 const B1_TARGET: f64 = 0.3;
+/// The xtask's cold compile against the app's.
+const B6_TARGET: f64 = 2.5;
 const B2_TARGET: f64 = 0.4;
 const B3_TARGET: f64 = 0.05;
 const B4_TARGET: f64 = 0.5;
@@ -514,13 +516,13 @@ impl<'a> Bencher<'a> {
         }
         let _ = std::fs::remove_dir_all(&xtask_dir);
         let _ = std::fs::remove_dir_all(&app_dir);
-        let mut compile = Bench::new(
+        let mut compile = Bench::versus(
             "B6a",
             "cold compile of the xtask (debug, no bench feature, as every CI job builds it) vs the app",
             app_side,
+            xtask_side,
+            B6_TARGET,
         );
-        compile.compared = Some(xtask_side);
-        compile.ratio_target = Some(Target { at_most: 2.5 });
         if !units.is_empty() {
             compile.figures.push(Figure::new(
                 "units compiled for the xtask (crates and build scripts)",
@@ -739,13 +741,13 @@ impl<'a> Bencher<'a> {
                 side.seconds.push(timed.elapsed.as_secs_f64());
             }
         }
-        let mut bench = Bench::new(
+        let mut bench = Bench::versus(
             "B4",
             "push of an image the registry already has (linux/amd64)",
             podman_side,
+            xtask_side,
+            B4_TARGET,
         );
-        bench.compared = Some(xtask_side);
-        bench.ratio_target = Some(Target { at_most: B4_TARGET });
 
         // Measured on a second push through the proxy: to podman the proxy is another registry, and a first push
         // there uploads what its blob-info cache has not seen at that address.
@@ -942,13 +944,13 @@ impl<'a> Bencher<'a> {
                 }
             }
         }
-        let mut bench = Bench::new(
+        let mut bench = Bench::versus(
             "B5",
             "one list of 2 platforms into 2 repositories",
             podman_side,
+            xtask_side,
+            B5_TARGET,
         );
-        bench.compared = Some(xtask_side);
-        bench.ratio_target = Some(Target { at_most: B5_TARGET });
         for (who, tag) in [
             ("podman", format!("podman-{}-0", self.started)),
             ("image manifest", format!("xtask-{}-0", self.started)),
@@ -1066,24 +1068,24 @@ impl<'a> Bencher<'a> {
                     src/main.rs gets a new comment line before each rebuild and each cached build";
         let mut out = Vec::new();
         if b1 {
-            let mut bench = Bench::new(
+            let mut bench = Bench::versus(
                 "B1",
                 "clean build vs rebuild after a source-only change",
                 clean.clone(),
+                rebuild,
+                B1_TARGET,
             );
-            bench.compared = Some(rebuild);
-            bench.ratio_target = Some(Target { at_most: B1_TARGET });
             bench.notes.push(note.into());
             out.push(bench);
         }
         if b2 {
-            let mut bench = Bench::new(
+            let mut bench = Bench::versus(
                 "B2",
                 "clean build vs empty storage with the registry layer cache",
                 clean,
+                cached,
+                B2_TARGET,
             );
-            bench.compared = Some(cached);
-            bench.ratio_target = Some(Target { at_most: B2_TARGET });
             bench.notes.push(note.into());
             bench.notes.push(
                 "the cached side includes the cache probe, pulling the cached layers and pushing the new ones \
@@ -1140,8 +1142,8 @@ impl<'a> Bencher<'a> {
         let base = self.base(&[ARM64_BUILDER])?;
         let config = ImageConfig::load(self.sh)?;
         let mut facts = build::Facts {
-            root: self.sh.current_dir(),
-            target_dir: PathBuf::new(),
+            context: self.sh.current_dir(),
+            out_dir: PathBuf::new(),
             build_platform: build::native_platform()?,
         };
         let platform = Platform::LINUX_ARM64;
@@ -1151,7 +1153,7 @@ impl<'a> Bencher<'a> {
             ("cross", self.rust_image.clone(), facts.build_platform),
             ("emulated", ARM64_BUILDER.to_owned(), Platform::LINUX_ARM64),
         ] {
-            facts.target_dir = self.dir.join(format!("work-b3-{what}"));
+            facts.out_dir = self.dir.join(format!("work-b3-{what}")).join("image");
             let request = build::BuildRequest {
                 platforms: vec![platform],
                 build_args: vec![
@@ -1210,9 +1212,13 @@ impl<'a> Bencher<'a> {
         }
         let emulated = sides.pop().expect("two sides");
         let cross = sides.pop().expect("two sides");
-        let mut bench = Bench::new("B3", "linux/arm64: emulated vs cross-compiled", emulated);
-        bench.compared = Some(cross);
-        bench.ratio_target = Some(Target { at_most: B3_TARGET });
+        let mut bench = Bench::versus(
+            "B3",
+            "linux/arm64: emulated vs cross-compiled",
+            emulated,
+            cross,
+            B3_TARGET,
+        );
         bench.notes.push(format!(
             "same Containerfile and podman argv; the emulated side sets BUILDPLATFORM=linux/arm64 and uses {ARM64_BUILDER} \
              (Debian trixie rustc, cargo, gcc for arm64), so every build step runs under qemu-aarch64"

@@ -156,6 +156,15 @@ impl Bench {
         }
     }
 
+    /// `compared` against `baseline`, whose ratio (compared / baseline) should stay at or under `at_most`.
+    pub fn versus(id: &str, title: &str, baseline: Side, compared: Side, at_most: f64) -> Bench {
+        Bench {
+            compared: Some(compared),
+            ratio_target: Some(Target { at_most }),
+            ..Bench::new(id, title, baseline)
+        }
+    }
+
     /// Median of the compared side over the median of the baseline.
     pub fn ratio(&self) -> Option<f64> {
         let base = self.baseline.summary()?.median;

@@ -49,10 +49,10 @@ pub struct BuildRequest {
 /// Facts about the checkout and the machine, from the session.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Facts {
-    /// Workspace root: the build context.
-    pub root: PathBuf,
-    /// `$CARGO_TARGET_DIR` or `<root>/target`.
-    pub target_dir: PathBuf,
+    /// The build context (the workspace root); the Containerfile path is relative to it.
+    pub context: PathBuf,
+    /// Where each platform is exported, as `<out_dir>/<os>-<arch>/` (`<target dir>/image`).
+    pub out_dir: PathBuf,
     /// The machine the build stage runs on (podman's BUILDPLATFORM).
     pub build_platform: Platform,
 }
@@ -60,8 +60,8 @@ pub struct Facts {
 impl Facts {
     pub fn of(session: &Session) -> anyhow::Result<Facts> {
         Ok(Facts {
-            root: session.root.clone(),
-            target_dir: session.target_dir.clone(),
+            context: session.root.clone(),
+            out_dir: session.target_dir.join("image"),
             build_platform: native_platform()?,
         })
     }
@@ -157,14 +157,14 @@ impl BuildPlan {
             None => format!("localhost/{}:local", config.name),
         };
         Ok(BuildPlan {
-            context: facts.root.clone(),
-            containerfile: facts.root.join(&config.containerfile),
+            context: facts.context.clone(),
+            containerfile: facts.context.join(&config.containerfile),
             platforms,
             build_platform: facts.build_platform,
             build_args,
             labels: request.labels.clone(),
             image,
-            out_dir: facts.target_dir.join("image"),
+            out_dir: facts.out_dir.clone(),
             cache_repo,
             cache_read_only: false,
         })
@@ -546,8 +546,8 @@ mod tests {
 
     fn facts() -> Facts {
         Facts {
-            root: "/src".into(),
-            target_dir: "/src/target".into(),
+            context: "/src".into(),
+            out_dir: "/src/target/image".into(),
             build_platform: Platform::LINUX_AMD64,
         }
     }

@@ -122,7 +122,7 @@ impl Kind {
 }
 
 /// What pruning needs besides the registry client, read from the environment once at the edge
-/// ([`Access::from_process`]).
+/// ([`Access::from_session`]).
 #[derive(Clone, Default)]
 pub struct Access {
     /// GITHUB_API_URL, else `https://api.github.com`.
