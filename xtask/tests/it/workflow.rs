@@ -14,7 +14,7 @@ use crate::support::{root, words, workflow, workflow_text};
 // The grammar itself, compiled into this test: parsing is all it is used for, so the checks need no special mode
 // in the binary.
 #[path = "../../src/flags.rs"]
-mod flags;
+pub(crate) mod flags;
 
 fn get<'a>(value: &'a Value, path: &str) -> &'a Value {
     path.split('.').fold(value, |v, key| {
