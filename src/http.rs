@@ -5,7 +5,7 @@
 //! async runtime. Limits (header size, body size, connection count, idle timeout) keep a misbehaving client from
 //! exhausting the process.
 
-use crate::calendar::Date;
+use crate::calendar::{self, Date};
 use crate::mcp;
 use serde_json::json;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -305,6 +305,10 @@ pub fn health(uptime: Duration, now: SystemTime) -> serde_json::Value {
             "connected": true,
             "toolsAvailable": mcp::TOOL_NAMES.len(),
         },
+        "calendar": {
+            "years": calendar::covered_years(),
+            "otherYears": "Monday-Friday, with a warning",
+        },
         "timestamp": timestamp(now),
     })
 }
@@ -591,6 +595,8 @@ mod tests {
         assert_eq!(h["server"]["name"], "mcp-taipei-metro-month-price");
         assert_eq!(h["mcp"]["connected"], true);
         assert_eq!(h["mcp"]["toolsAvailable"], 2);
+        assert_eq!(h["calendar"]["years"], json!(calendar::covered_years()));
+        assert!(h["calendar"]["years"][0].is_i64());
     }
 
     #[test]

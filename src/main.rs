@@ -116,6 +116,10 @@ fn spawn_signal_waiter(set: libc::sigset_t) {
 }
 
 fn serve() -> i32 {
+    if let Err(e) = calendar::load() {
+        eprintln!("{}: {e}", mcp::SERVER_NAME);
+        return 1;
+    }
     let port = match port() {
         Ok(p) => p,
         Err(e) => {

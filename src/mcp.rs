@@ -4,7 +4,7 @@
 //! request. JSON-RPC requests get `application/json`, or a one-event `text/event-stream` when the client accepts
 //! only that; notifications and client responses get 202 with no body.
 
-use crate::calendar::Date;
+use crate::calendar::{self, Date};
 use crate::fare;
 use serde_json::{json, Value};
 use std::time::SystemTime;
@@ -209,7 +209,7 @@ pub fn tools() -> Value {
         {
             "name": "calculate_fare",
             "title": "TPASS or pay per ride?",
-            "description": "Compare the TPASS monthly pass (NT$1200, 30 consecutive days from startDate) with paying per ride on the Taipei Metro with the frequent-rider discount (counted per calendar month: 11-20 trips 5%, 21-40 trips 10%, 41+ trips 15% off). Working days come from Taiwan's official 2025-2026 holiday calendar, including make-up workdays, or from customWorkingDays. Returns the costs, savings, a BUY_TPASS or USE_REGULAR recommendation, a per-month breakdown when the period crosses a month end, and the public holidays in the period.",
+            "description": format!("Compare the TPASS monthly pass (NT$1200, 30 consecutive days from startDate) with paying per ride on the Taipei Metro with the frequent-rider discount (counted per calendar month: 11-20 trips 5%, 21-40 trips 10%, 41+ trips 15% off). Working days come from Taiwan's official government calendar for {} (Monday-Friday, with a warning, for other years), including make-up workdays, or from customWorkingDays. Returns the costs, savings, a BUY_TPASS or USE_REGULAR recommendation, a per-month breakdown when the period crosses a month end, and the public holidays in the period.", calendar::covered_years_text()),
             "inputSchema": {
                 "type": "object",
                 "properties": {

@@ -204,6 +204,7 @@ fn health_endpoint_has_documented_shape() {
     assert!(h["server"]["uptime"].is_u64());
     assert_eq!(h["mcp"]["connected"], true);
     assert_eq!(h["mcp"]["toolsAvailable"], 2);
+    assert_eq!(h["calendar"]["years"], json!([2025, 2026, 2027]));
     let ts = h["timestamp"].as_str().unwrap();
     assert!(
         ts.len() == 24 && ts.ends_with('Z') && ts.as_bytes()[10] == b'T',
