@@ -7,6 +7,8 @@ mod calendar;
 mod fare;
 mod http;
 mod mcp;
+#[cfg(test)]
+mod schema_check;
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
