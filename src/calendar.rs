@@ -1,11 +1,12 @@
 //! Civil dates and the embedded Taiwan government work calendar.
 //!
 //! Dates are proleptic Gregorian, counted as days since 1970-01-01 so that month ends, leap years and weekdays
-//! come from integer arithmetic alone (no time-zone or date crate). The holiday table is the official calendar
-//! for 2025-2026 as published by the Directorate-General of Personnel Administration, including the 2025
-//! amendment to the commemoration-days act; outside those years callers fall back to Monday-Friday.
+//! come from integer arithmetic alone (no time-zone or date crate). The official calendars of the Directorate-General
+//! of Personnel Administration are data: one text file per year under `src/calendar/`, embedded at compile time and
+//! parsed once; outside the embedded years callers fall back to Monday-Friday.
 
 use std::fmt;
+use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Taipei keeps UTC+8 all year (no daylight saving time).
@@ -176,84 +177,153 @@ pub enum Kind {
     MakeUpWorkday,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Entry {
-    pub date: (i32, u32, u32),
+    pub date: Date,
     pub kind: Kind,
     pub name: &'static str,
 }
 
-const fn off(y: i32, m: u32, d: u32, name: &'static str) -> Entry {
-    Entry {
-        date: (y, m, d),
-        kind: Kind::Holiday,
-        name,
+/// The official calendars, one file per year (`src/calendar/<year>.txt`), embedded at compile time. Adding a year
+/// is one file here and its line in the `year_files_match_the_official_counts` test.
+const YEAR_FILES: &[(i32, &str, &str)] = &[
+    (2025, "calendar/2025.txt", include_str!("calendar/2025.txt")),
+    (2026, "calendar/2026.txt", include_str!("calendar/2026.txt")),
+    (2027, "calendar/2027.txt", include_str!("calendar/2027.txt")),
+];
+
+const WEEKDAY_ABBREVIATIONS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+
+/// Parses one year's file: `date weekday kind name` lines, `#` comments and blank lines. Every date must be a real
+/// day of `year`, carry its true weekday, come after the line before it, and a make-up working day must fall on a
+/// weekend (a weekday is a working day already).
+pub fn parse_year(year: i32, file: &str, text: &'static str) -> Result<Vec<Entry>, String> {
+    let mut out: Vec<Entry> = Vec::new();
+    for (index, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let at = |why: String| format!("{file} line {}: {why}", index + 1);
+        let mut rest = line;
+        let mut field = || {
+            let (token, tail) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+            rest = tail.trim_start();
+            token
+        };
+        let (date, weekday, kind) = (field(), field(), field());
+        let name = rest.trim_end();
+        let date = Date::parse(date)
+            .map_err(|_| at(format!("{date:?} is not a real date written YYYY-MM-DD")))?;
+        if date.year() != year {
+            return Err(at(format!("{date} is not in {year}")));
+        }
+        let actual = WEEKDAY_ABBREVIATIONS[date.weekday()];
+        if weekday != actual {
+            return Err(at(format!(
+                "{date} is a {actual}, not {weekday:?} (write the weekday as Mon..Sun)"
+            )));
+        }
+        let kind = match kind {
+            "off" => Kind::Holiday,
+            "work" if date.is_weekend() => Kind::MakeUpWorkday,
+            "work" => {
+                return Err(at(format!(
+                    "{date} is a {actual}: a make-up working day falls on a weekend"
+                )))
+            }
+            other => {
+                return Err(at(format!(
+                    "unknown kind {other:?}: use off (day off) or work (make-up working day)"
+                )))
+            }
+        };
+        if name.is_empty() {
+            return Err(at(format!("{date} has no name")));
+        }
+        if let Some(last) = out.last() {
+            if last.date >= date {
+                return Err(at(format!(
+                    "{date} comes after {}: keep the dates in order, each once",
+                    last.date
+                )));
+            }
+        }
+        out.push(Entry { date, kind, name });
+    }
+    if out.is_empty() {
+        return Err(format!("{file}: no entries"));
+    }
+    Ok(out)
+}
+
+struct Calendar {
+    years: Vec<i32>,
+    /// Sorted by date; looked up by binary search.
+    entries: Vec<Entry>,
+}
+
+fn parse_all() -> Result<Calendar, String> {
+    let mut years = Vec::new();
+    let mut entries = Vec::new();
+    for &(year, file, text) in YEAR_FILES {
+        if years.last().is_some_and(|&last| last >= year) {
+            return Err(format!("{file}: list the year files in order, each once"));
+        }
+        years.push(year);
+        entries.extend(parse_year(year, file, text)?);
+    }
+    Ok(Calendar { years, entries })
+}
+
+static CALENDAR: OnceLock<Calendar> = OnceLock::new();
+
+fn calendar() -> &'static Calendar {
+    CALENDAR.get_or_init(|| parse_all().unwrap_or_else(|e| panic!("embedded calendar: {e}")))
+}
+
+/// Parses the embedded calendars now, so that a broken file stops the server at start rather than mid-request.
+pub fn load() -> Result<(), String> {
+    if CALENDAR.get().is_none() {
+        let parsed = parse_all().map_err(|e| format!("embedded calendar: {e}"))?;
+        let _ = CALENDAR.set(parsed);
+    }
+    Ok(())
+}
+
+/// The years whose official calendar is embedded, ascending.
+pub fn covered_years() -> &'static [i32] {
+    &calendar().years
+}
+
+/// "2025-2027" for consecutive years, else "2025, 2027".
+pub fn covered_years_text() -> String {
+    let years = covered_years();
+    match (years.first(), years.last()) {
+        (Some(first), Some(last))
+            if (last - first) as usize + 1 == years.len() && first != last =>
+        {
+            format!("{first}-{last}")
+        }
+        _ => years
+            .iter()
+            .map(i32::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
     }
 }
 
-/// Years for which [`ENTRIES`] is the complete official calendar.
-pub const FIRST_COVERED_YEAR: i32 = 2025;
-pub const LAST_COVERED_YEAR: i32 = 2026;
-
-/// Sorted by date (a unit test checks it); looked up by binary search.
-#[rustfmt::skip]
-static ENTRIES: &[Entry] = &[
-    off(2025, 1, 1, "Founding Day / New Year's Day (開國紀念日)"),
-    off(2025, 1, 27, "Day before Lunar New Year's Eve (小年夜)"),
-    off(2025, 1, 28, "Lunar New Year's Eve (農曆除夕)"),
-    off(2025, 1, 29, "Lunar New Year (春節)"),
-    off(2025, 1, 30, "Lunar New Year (春節)"),
-    off(2025, 1, 31, "Lunar New Year (春節)"),
-    Entry {
-        date: (2025, 2, 8),
-        kind: Kind::MakeUpWorkday,
-        name: "Make-up working day (補行上班)",
-    },
-    off(2025, 2, 28, "Peace Memorial Day (和平紀念日)"),
-    off(2025, 4, 3, "Children's Day, observed (補假)"),
-    off(2025, 4, 4, "Children's Day and Tomb-Sweeping Day (兒童節及民族掃墓節)"),
-    off(2025, 5, 30, "Dragon Boat Festival, observed (補假)"),
-    off(2025, 5, 31, "Dragon Boat Festival (端午節)"),
-    off(2025, 9, 29, "Teachers' Day, observed (補假)"),
-    off(2025, 10, 6, "Mid-Autumn Festival (中秋節)"),
-    off(2025, 10, 10, "National Day (國慶日)"),
-    off(2025, 10, 24, "Taiwan Retrocession Day, observed (補假)"),
-    off(2025, 12, 25, "Constitution Day (行憲紀念日)"),
-    off(2026, 1, 1, "Founding Day / New Year's Day (開國紀念日)"),
-    off(2026, 2, 15, "Day before Lunar New Year's Eve (小年夜)"),
-    off(2026, 2, 16, "Lunar New Year's Eve (農曆除夕)"),
-    off(2026, 2, 17, "Lunar New Year (春節)"),
-    off(2026, 2, 18, "Lunar New Year (春節)"),
-    off(2026, 2, 19, "Lunar New Year (春節)"),
-    off(2026, 2, 20, "Lunar New Year, observed (補假)"),
-    off(2026, 2, 27, "Peace Memorial Day, observed (補假)"),
-    off(2026, 2, 28, "Peace Memorial Day (和平紀念日)"),
-    off(2026, 4, 3, "Children's Day, observed (補假)"),
-    off(2026, 4, 4, "Children's Day (兒童節)"),
-    off(2026, 4, 5, "Tomb-Sweeping Day (清明節)"),
-    off(2026, 4, 6, "Tomb-Sweeping Day, observed (補假)"),
-    off(2026, 5, 1, "Labor Day (勞動節)"),
-    off(2026, 6, 19, "Dragon Boat Festival (端午節)"),
-    off(2026, 9, 25, "Mid-Autumn Festival (中秋節)"),
-    off(2026, 9, 28, "Teachers' Day (教師節)"),
-    off(2026, 10, 9, "National Day, observed (補假)"),
-    off(2026, 10, 10, "National Day (國慶日)"),
-    off(2026, 10, 25, "Taiwan Retrocession Day (臺灣光復節)"),
-    off(2026, 10, 26, "Taiwan Retrocession Day, observed (補假)"),
-    off(2026, 12, 25, "Constitution Day (行憲紀念日)"),
-];
-
 pub fn is_covered_year(year: i32) -> bool {
-    (FIRST_COVERED_YEAR..=LAST_COVERED_YEAR).contains(&year)
+    covered_years().binary_search(&year).is_ok()
 }
 
 /// The official calendar's entry for this day, if it has one.
 pub fn entry(date: Date) -> Option<&'static Entry> {
-    let key = (date.year, date.month, date.day);
-    ENTRIES
-        .binary_search_by(|e| e.date.cmp(&key))
+    let entries = &calendar().entries;
+    entries
+        .binary_search_by(|e| e.date.cmp(&date))
         .ok()
-        .map(|i| &ENTRIES[i])
+        .map(|i| &entries[i])
 }
 
 /// The calendar entry decides when there is one; otherwise Monday-Friday work.
@@ -272,11 +342,13 @@ pub fn working_days(from: Date, to: Date) -> u32 {
 }
 
 /// Named days off in `from..=to`, in date order (make-up workdays are not days off).
-pub fn holidays_between(from: Date, to: Date) -> Vec<(Date, &'static Entry)> {
-    (from.to_days()..=to.to_days())
-        .map(Date::from_days)
-        .filter_map(|d| entry(d).map(|e| (d, e)))
-        .filter(|(_, e)| e.kind == Kind::Holiday)
+pub fn holidays_between(from: Date, to: Date) -> Vec<&'static Entry> {
+    let entries = &calendar().entries;
+    let start = entries.partition_point(|e| e.date < from);
+    entries[start..]
+        .iter()
+        .take_while(|e| e.date <= to)
+        .filter(|e| e.kind == Kind::Holiday)
         .collect()
 }
 
@@ -372,21 +444,196 @@ mod tests {
         assert_eq!(at(0), d("1970-01-01"));
     }
 
+    /// Per year: named entries, days off on a weekday, days off on a weekend, make-up working days, and the
+    /// working days of the whole year. A new year's file gets one line here, with the counts of its announcement.
     #[test]
-    fn table_is_sorted_valid_and_only_covered_years() {
-        for w in ENTRIES.windows(2) {
-            assert!(
-                w[0].date < w[1].date,
-                "{:?} before {:?}",
-                w[0].date,
-                w[1].date
+    fn year_files_match_the_official_counts() {
+        let expected = [
+            (2025, 17, 15, 1, 1, 247),
+            (2026, 22, 16, 6, 0, 245),
+            (2027, 24, 17, 7, 0, 244),
+        ];
+        assert_eq!(
+            covered_years(),
+            expected.iter().map(|e| e.0).collect::<Vec<_>>(),
+            "every year file needs its line here"
+        );
+        for (year, named, weekday_off, weekend_off, make_up, working) in expected {
+            let (first, last) = (
+                Date::new(year, 1, 1).unwrap(),
+                Date::new(year, 12, 31).unwrap(),
+            );
+            let entries: Vec<&Entry> = calendar()
+                .entries
+                .iter()
+                .filter(|e| e.date.year() == year)
+                .collect();
+            let count = |f: &dyn Fn(&Entry) -> bool| entries.iter().filter(|e| f(e)).count();
+            assert_eq!(entries.len(), named, "{year}: entries");
+            assert_eq!(
+                count(&|e| e.kind == Kind::Holiday && !e.date.is_weekend()),
+                weekday_off,
+                "{year}: days off on a weekday"
+            );
+            assert_eq!(
+                count(&|e| e.kind == Kind::Holiday && e.date.is_weekend()),
+                weekend_off,
+                "{year}: holidays on a weekend"
+            );
+            assert_eq!(
+                count(&|e| e.kind == Kind::MakeUpWorkday),
+                make_up,
+                "{year}: make-up days"
+            );
+            // Working days = weekdays - weekday days off + make-up Saturdays, counted day by day.
+            let weekdays = (first.to_days()..=last.to_days())
+                .filter(|&n| !Date::from_days(n).is_weekend())
+                .count();
+            assert_eq!(
+                weekdays - weekday_off + make_up,
+                working,
+                "{year}: arithmetic"
+            );
+            assert_eq!(
+                working_days(first, last) as usize,
+                working,
+                "{year}: working days"
             );
         }
-        for e in ENTRIES {
-            let (y, m, day) = e.date;
-            assert!(Date::new(y, m, day).is_some(), "{:?}", e.date);
-            assert!(is_covered_year(y));
+    }
+
+    #[test]
+    fn entries_are_sorted_valid_and_only_in_covered_years() {
+        let entries = &calendar().entries;
+        for w in entries.windows(2) {
+            assert!(w[0].date < w[1].date, "{} before {}", w[0].date, w[1].date);
         }
+        for e in entries {
+            assert!(is_covered_year(e.date.year()), "{}", e.date);
+            assert!(!e.name.is_empty());
+        }
+        assert!(load().is_ok());
+        assert!(!is_covered_year(2024) && !is_covered_year(2028));
+        assert_eq!(covered_years_text(), "2025-2027");
+    }
+
+    /// Every 2027 date of the DGPA announcement (issue text), with its weekday worked out here rather than taken
+    /// from the file: the file's weekday column is checked by the parser against the same arithmetic.
+    #[test]
+    fn calendar_2027_is_the_announced_one() {
+        let weekday_off = [
+            ("2027-01-01", "Friday", "Founding Day"),
+            ("2027-02-04", "Thursday", "Day before Lunar New Year's Eve"),
+            ("2027-02-05", "Friday", "Lunar New Year's Eve"),
+            ("2027-02-08", "Monday", "Lunar New Year"),
+            ("2027-02-09", "Tuesday", "Lunar New Year, observed"),
+            ("2027-02-10", "Wednesday", "Lunar New Year, observed"),
+            ("2027-03-01", "Monday", "Peace Memorial Day, observed"),
+            ("2027-04-05", "Monday", "Tomb-Sweeping Day"),
+            ("2027-04-06", "Tuesday", "Children's Day, observed"),
+            ("2027-04-30", "Friday", "Labor Day, observed"),
+            ("2027-06-09", "Wednesday", "Dragon Boat Festival"),
+            ("2027-09-15", "Wednesday", "Mid-Autumn Festival"),
+            ("2027-09-28", "Tuesday", "Teachers' Day"),
+            ("2027-10-11", "Monday", "National Day, observed"),
+            ("2027-10-25", "Monday", "Taiwan Retrocession Day"),
+            ("2027-12-24", "Friday", "Constitution Day, observed"),
+            ("2027-12-31", "Friday", "Founding Day, observed"),
+        ];
+        let weekend_holidays = [
+            ("2027-02-06", "Saturday", "Lunar New Year"),
+            ("2027-02-07", "Sunday", "Lunar New Year"),
+            ("2027-02-28", "Sunday", "Peace Memorial Day"),
+            ("2027-04-04", "Sunday", "Children's Day"),
+            ("2027-05-01", "Saturday", "Labor Day"),
+            ("2027-10-10", "Sunday", "National Day"),
+            ("2027-12-25", "Saturday", "Constitution Day"),
+        ];
+        for (date, weekday, name) in weekday_off.iter().chain(&weekend_holidays) {
+            let day = d(date);
+            assert_eq!(day.weekday_name(), *weekday, "{date}");
+            let e = entry(day).unwrap_or_else(|| panic!("{date} is missing"));
+            assert_eq!(e.kind, Kind::Holiday, "{date}");
+            assert!(e.name.starts_with(name), "{date}: {}", e.name);
+            assert!(!is_working_day(day), "{date}");
+        }
+        // Nothing else in 2027 is named, and no Saturday is worked.
+        let listed: Vec<Date> = holidays_between(d("2027-01-01"), d("2027-12-31"))
+            .iter()
+            .map(|e| e.date)
+            .collect();
+        let mut announced: Vec<Date> = weekday_off
+            .iter()
+            .chain(&weekend_holidays)
+            .map(|(date, _, _)| d(date))
+            .collect();
+        announced.sort();
+        assert_eq!(listed, announced);
+        let saturdays_worked = (d("2027-01-01").to_days()..=d("2027-12-31").to_days())
+            .map(Date::from_days)
+            .filter(|day| day.is_weekend() && is_working_day(*day))
+            .count();
+        assert_eq!(saturdays_worked, 0);
+        // The weekdays around the Lunar New Year block are ordinary working days.
+        for date in [
+            "2027-02-03",
+            "2027-02-11",
+            "2027-03-02",
+            "2027-04-07",
+            "2027-04-29",
+        ] {
+            assert!(is_working_day(d(date)), "{date}");
+        }
+    }
+
+    #[test]
+    fn year_file_parser_rejects_each_mistake() {
+        let cases = [
+            (
+                "2027-02-30  Tue  off  X",
+                "line 1: \"2027-02-30\" is not a real date",
+            ),
+            (
+                "2027-01-01  Thu  off  X",
+                "line 1: 2027-01-01 is a Fri, not \"Thu\"",
+            ),
+            (
+                "2026-12-31  Thu  off  X",
+                "line 1: 2026-12-31 is not in 2027",
+            ),
+            (
+                "2027-01-01  Fri  holiday  X",
+                "line 1: unknown kind \"holiday\"",
+            ),
+            (
+                "2027-01-04  Mon  work  X",
+                "a make-up working day falls on a weekend",
+            ),
+            ("2027-01-01  Fri  off", "line 1: 2027-01-01 has no name"),
+            (
+                "# c\n2027-01-02  Sat  off  A\n2027-01-01  Fri  off  B",
+                "line 3: 2027-01-01 comes after 2027-01-02",
+            ),
+            (
+                "2027-01-01  Fri  off  A\n2027-01-01  Fri  off  B",
+                "line 2: 2027-01-01 comes after 2027-01-01",
+            ),
+            ("# only a comment\n", "test.txt: no entries"),
+        ];
+        for (text, message) in cases {
+            let text: &'static str = Box::leak(text.to_string().into_boxed_str());
+            let err = parse_year(2027, "test.txt", text).unwrap_err();
+            assert!(err.contains(message), "{text:?}: {err}");
+        }
+        let ok = parse_year(
+            2027,
+            "t",
+            "\n# x\n2027-01-02  Sat  work   Make-up day (補行上班)  \n",
+        )
+        .unwrap();
+        assert_eq!(ok.len(), 1);
+        assert_eq!(ok[0].kind, Kind::MakeUpWorkday);
+        assert_eq!(ok[0].name, "Make-up day (補行上班)");
     }
 
     #[test]
@@ -412,7 +659,9 @@ mod tests {
             ("2026-05-01", false),
             ("2026-10-26", false),
             ("2026-10-27", true),
-            ("2027-01-01", true), // outside the table: Monday-Friday only
+            ("2027-01-01", false), // 2027 calendar
+            ("2028-01-03", true),  // outside the embedded years: Monday-Friday only
+            ("2028-01-01", false),
             ("2024-10-10", true),
             ("2024-10-12", false),
         ];
@@ -425,11 +674,11 @@ mod tests {
     fn october_2025_window_lists_holidays_and_adds_up_to_30() {
         let (from, to) = (d("2025-10-01"), d("2025-10-30"));
         let holidays = holidays_between(from, to);
-        let dates: Vec<String> = holidays.iter().map(|(d, _)| d.to_string()).collect();
+        let dates: Vec<String> = holidays.iter().map(|e| e.date.to_string()).collect();
         assert_eq!(dates, ["2025-10-06", "2025-10-10", "2025-10-24"]);
-        assert!(holidays[0].1.name.contains("Mid-Autumn"));
-        assert!(holidays[1].1.name.contains("National Day"));
-        let weekday_holidays = holidays.iter().filter(|(d, _)| !d.is_weekend()).count() as u32;
+        assert!(holidays[0].name.contains("Mid-Autumn"));
+        assert!(holidays[1].name.contains("National Day"));
+        let weekday_holidays = holidays.iter().filter(|e| !e.date.is_weekend()).count() as u32;
         let weekend_days = (from.to_days()..=to.to_days())
             .filter(|&n| Date::from_days(n).is_weekend())
             .count() as u32;

@@ -333,7 +333,10 @@ pub fn calculate(req: &Request, today: Date) -> Comparison {
         segments,
         holidays: calendar::holidays_between(start, end)
             .into_iter()
-            .map(|(date, e)| Holiday { date, name: e.name })
+            .map(|e| Holiday {
+                date: e.date,
+                name: e.name,
+            })
             .collect(),
         warnings,
     }
@@ -789,7 +792,8 @@ mod tests {
             ("2025-10-03", "2025-10-07"), // Friday -> skip weekend and Mid-Autumn Monday
             ("2025-01-24", "2025-02-03"), // Lunar New Year block
             ("2025-02-07", "2025-02-08"), // make-up working Saturday
-            ("2027-06-04", "2027-06-07"), // outside the table: Monday-Friday
+            ("2027-02-03", "2027-02-11"), // Lunar New Year 2027: 02-04..02-10 off
+            ("2028-06-02", "2028-06-05"), // outside the embedded years: Monday-Friday
         ];
         for (today, start) in cases {
             assert_eq!(default_start(d(today)), d(start), "today {today}");
@@ -804,11 +808,115 @@ mod tests {
         let c = calculate(&req("2025-10-01", 40, None), d("2025-10-02"));
         assert_eq!(c.warnings.len(), 1);
         assert!(c.warnings[0].contains("in the past"));
-        let c = calculate(&req("2026-12-20", 40, None), d("2026-01-01"));
+        let c = calculate(&req("2027-12-20", 40, None), d("2027-01-01"));
         assert_eq!(c.warnings.len(), 1);
-        assert!(c.warnings[0].contains("2027"));
+        assert!(c.warnings[0].contains("2028"));
         assert!(c.warnings[0].contains("Monday-Friday"));
         assert_eq!(c.working_days, calendar::working_days(c.start, c.end));
+    }
+
+    /// Working days and cost of the window with `year` counted Monday-Friday and the other years by the calendar:
+    /// with 2027, what the service answered before the 2027 calendar was embedded.
+    fn cost_without_calendar_for(c: &Comparison, year: i32) -> (u32, i64) {
+        let mut days = 0;
+        let mut cents = 0;
+        for s in &c.segments {
+            let n = (s.first.to_days()..=s.last.to_days())
+                .map(Date::from_days)
+                .filter(|&x| {
+                    if x.year() == year {
+                        !x.is_weekend()
+                    } else {
+                        calendar::is_working_day(x)
+                    }
+                })
+                .count() as u32;
+            let trips = n * c.trips_per_day;
+            days += n;
+            cents += discounted_cost_cents(i64::from(c.one_way_fare) * i64::from(trips), trips);
+        }
+        (days, cents)
+    }
+
+    #[test]
+    fn default_window_from_2026_12_02_counts_new_year_2027_off() {
+        let c = calculate(&Request::default(), d("2026-12-02"));
+        assert_eq!((c.start, c.end), (d("2026-12-03"), d("2027-01-01")));
+        assert_eq!(c.working_days, 20);
+        assert_eq!(c.regular_cents, 144_000);
+        assert_eq!(money(c.regular_cents), "NT$1440");
+        assert_eq!(c.recommendation(), Recommendation::BuyTpass);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let per: Vec<(u32, u32)> = c
+            .segments
+            .iter()
+            .map(|s| (s.working_days, s.percent))
+            .collect();
+        assert_eq!(per, [(20, 10), (0, 0)]);
+        let dates: Vec<String> = c.holidays.iter().map(|h| h.date.to_string()).collect();
+        assert_eq!(dates, ["2026-12-25", "2027-01-01"]);
+        assert_eq!(cost_without_calendar_for(&c, 2027), (21, 152_000));
+    }
+
+    #[test]
+    fn february_2027_lunar_new_year_makes_per_ride_cheaper() {
+        let c = calculate(&req("2027-02-01", 40, None), d("2026-12-02"));
+        assert_eq!(c.end, d("2027-03-02"));
+        let per: Vec<(u32, u32, u32)> = c
+            .segments
+            .iter()
+            .map(|s| (s.working_days, s.trips, s.percent))
+            .collect();
+        assert_eq!(per, [(15, 30, 10), (1, 2, 0)]);
+        assert_eq!(c.working_days, 16);
+        assert_eq!(c.regular_cents, 116_000);
+        assert_eq!(c.savings_cents(), 4_000);
+        assert_eq!(c.recommendation(), Recommendation::UseRegular);
+        let j = c.to_json();
+        assert_eq!(j["regularCost"], json!(1160));
+        assert_eq!(j["recommendation"], "USE_REGULAR");
+        let list = j["holidays"]["list"].as_array().unwrap();
+        let dates: Vec<&str> = list.iter().map(|h| h["date"].as_str().unwrap()).collect();
+        assert_eq!(
+            dates,
+            [
+                "2027-02-04",
+                "2027-02-05",
+                "2027-02-06",
+                "2027-02-07",
+                "2027-02-08",
+                "2027-02-09",
+                "2027-02-10",
+                "2027-02-28",
+                "2027-03-01"
+            ]
+        );
+        let weekday_holidays = list.iter().filter(|h| h["isWeekend"] == false).count() as u32;
+        let weekend_days = (0..30)
+            .filter(|&i| c.start.add_days(i).is_weekend())
+            .count() as u32;
+        assert_eq!(c.working_days + weekday_holidays + weekend_days, 30);
+        assert_eq!(cost_without_calendar_for(&c, 2027), (22, 160_000));
+    }
+
+    #[test]
+    fn window_across_2027_into_2028_falls_back_with_a_warning() {
+        let c = calculate(&req("2027-12-15", 40, None), d("2026-12-02"));
+        assert_eq!(c.end, d("2028-01-13"));
+        let per: Vec<(u32, u32)> = c
+            .segments
+            .iter()
+            .map(|s| (s.working_days, s.percent))
+            .collect();
+        // December: 13 weekdays less 12-24 and 12-31; January 2028: Monday-Friday.
+        assert_eq!(per, [(11, 10), (9, 5)]);
+        assert_eq!(c.regular_cents, 40 * 22 * 90 + 40 * 18 * 95);
+        assert_eq!(c.recommendation(), Recommendation::BuyTpass);
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert!(c.warnings[0].contains("2028"), "{}", c.warnings[0]);
+        assert!(c.warnings[0].contains("Monday-Friday"), "{}", c.warnings[0]);
+        let dates: Vec<String> = c.holidays.iter().map(|h| h.date.to_string()).collect();
+        assert_eq!(dates, ["2027-12-24", "2027-12-25", "2027-12-31"]);
     }
 
     #[test]

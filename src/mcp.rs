@@ -4,9 +4,10 @@
 //! request. JSON-RPC requests get `application/json`, or a one-event `text/event-stream` when the client accepts
 //! only that; notifications and client responses get 202 with no body.
 
-use crate::calendar::Date;
+use crate::calendar::{self, Date};
 use crate::fare;
 use serde_json::{json, Value};
+use std::sync::OnceLock;
 use std::time::SystemTime;
 
 pub const SERVER_NAME: &str = env!("CARGO_PKG_NAME");
@@ -15,6 +16,10 @@ pub const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Newest first; the first one is offered to clients that ask for something else.
 pub const SUPPORTED_PROTOCOL_VERSIONS: [&str; 4] =
     ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
+/// The first version without JSON-RPC batches (they were removed in 2025-06-18).
+const NO_BATCHES_FROM: &str = "2025-06-18";
+/// What a request without an MCP-Protocol-Version header speaks, as the streamable HTTP transport prescribes.
+const DEFAULT_HEADER_VERSION: &str = "2025-03-26";
 
 const PARSE_ERROR: i64 = -32700;
 const INVALID_REQUEST: i64 = -32600;
@@ -101,6 +106,7 @@ pub fn handle_post(
             return Reply::json(400, &error(Value::Null, INVALID_REQUEST, msg));
         }
     }
+    let protocol_version = protocol_version.map(str::trim);
     let message: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => {
@@ -115,6 +121,14 @@ pub fn handle_post(
             return Reply::json(400, &error(Value::Null, INVALID_REQUEST, msg));
         }
         Value::Array(items) => {
+            let version = batch_protocol_version(protocol_version, &items);
+            // Dates in YYYY-MM-DD order compare as strings.
+            if version >= NO_BATCHES_FROM {
+                let msg = format!(
+                    "Invalid Request: JSON-RPC batches are not part of MCP {version} (removed in {NO_BATCHES_FROM}); send one message per POST"
+                );
+                return Reply::json(400, &error(Value::Null, INVALID_REQUEST, msg));
+            }
             let out: Vec<Value> = items
                 .iter()
                 .filter_map(|m| handle_message(m, today).map(|(_, v)| v))
@@ -135,6 +149,20 @@ pub fn handle_post(
     } else {
         Reply::json(200, &reply)
     }
+}
+
+/// The protocol version a batch is sent under: the MCP-Protocol-Version header, else the version an initialize
+/// request inside the batch negotiates, else the transport's default for requests without the header.
+fn batch_protocol_version<'a>(header: Option<&'a str>, items: &[Value]) -> &'a str {
+    if let Some(v) = header {
+        return v;
+    }
+    items
+        .iter()
+        .filter(|m| m.get("method").and_then(Value::as_str) == Some("initialize"))
+        .map(|m| negotiate(m.get("params")))
+        .max()
+        .unwrap_or(DEFAULT_HEADER_VERSION)
 }
 
 enum Outcome {
@@ -184,14 +212,20 @@ fn handle_message(msg: &Value, today: Date) -> Option<(Outcome, Value)> {
     Some((Outcome::Answered, answer))
 }
 
-fn initialize(params: Option<&Value>) -> Value {
+/// The version an initialize request gets: the one it asks for when supported, else the newest.
+fn negotiate(params: Option<&Value>) -> &'static str {
     let requested = params
         .and_then(|p| p.get("protocolVersion"))
         .and_then(Value::as_str);
-    let version = match requested {
-        Some(v) if SUPPORTED_PROTOCOL_VERSIONS.contains(&v) => v,
-        _ => SUPPORTED_PROTOCOL_VERSIONS[0],
-    };
+    SUPPORTED_PROTOCOL_VERSIONS
+        .iter()
+        .find(|v| Some(**v) == requested)
+        .copied()
+        .unwrap_or(SUPPORTED_PROTOCOL_VERSIONS[0])
+}
+
+fn initialize(params: Option<&Value>) -> Value {
+    let version = negotiate(params);
     json!({
         "protocolVersion": version,
         "capabilities": { "tools": { "listChanged": false } },
@@ -204,12 +238,148 @@ fn initialize(params: Option<&Value>) -> Value {
     })
 }
 
-pub fn tools() -> Value {
+/// An object schema whose listed properties are all required but those in `optional`, and nothing else allowed.
+fn object(properties: Value, optional: &[&str]) -> Value {
+    let required: Vec<&str> = properties
+        .as_object()
+        .map(|m| m.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    let required: Vec<&str> = required
+        .into_iter()
+        .filter(|k| !optional.contains(k))
+        .collect();
+    json!({
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": false,
+    })
+}
+
+fn described(kind: &str, description: &str) -> Value {
+    json!({ "type": kind, "description": description })
+}
+
+/// The `structuredContent` of a calculate_fare result (JSON Schema; the keywords common to draft-07 and 2020-12).
+pub fn calculate_fare_output_schema() -> Value {
+    let int = |min: u32| json!({ "type": "integer", "minimum": min });
+    let date = json!({ "type": "string", "format": "date" });
+    let money_text = described("string", "Whole NT$ rounded half up, e.g. \"NT$599\"");
+    let month = object(
+        json!({
+            "month": described("string", "English month name"),
+            "year": { "type": "integer" },
+            "startDate": date,
+            "endDate": date,
+            "dateRange": described("string", "e.g. \"Oct 31 - Oct 31\""),
+            "days": int(1),
+            "workingDays": int(0),
+            "trips": int(0),
+            "baseFare": money_text,
+            "originalCost": money_text,
+            "discountTier": described("string", "This month's discount, e.g. \"10%\""),
+            "discountAmount": money_text,
+            "finalCost": money_text,
+        }),
+        &[],
+    );
+    let holiday = object(
+        json!({
+            "date": date,
+            "name": { "type": "string" },
+            "dayOfWeek": { "type": "string", "enum": calendar::WEEKDAY_NAMES },
+            "isWeekend": { "type": "boolean" },
+        }),
+        &[],
+    );
+    object(
+        json!({
+            "tpassCost": described("integer", "TPASS price in NT$"),
+            "regularCost": described("number", "Per-ride cost in NT$ after each month's frequent-rider discount (unrounded)"),
+            "regularCostBeforeDiscount": described("number", "Per-ride cost in NT$ before any discount"),
+            "savingsAmount": described("number", "tpassCost - regularCost: positive when paying per ride is cheaper"),
+            "savingsPercentage": {
+                "type": ["number", "null"],
+                "description": "savingsAmount / regularCost; null when regularCost is 0"
+            },
+            "recommendation": { "type": "string", "enum": ["BUY_TPASS", "USE_REGULAR"] },
+            "recommendationReason": { "type": "string" },
+            "details": object(json!({
+                "workingDays": { "type": "integer", "minimum": 0, "maximum": fare::TPASS_DAYS },
+                "workingDaysSource": { "type": "string", "enum": ["calendar", "customWorkingDays"] },
+                "totalTrips": int(0),
+                "oneWayFare": { "type": "integer", "minimum": fare::FARE_RANGE.0, "maximum": fare::FARE_RANGE.1 },
+                "tripsPerDay": {
+                    "type": "integer",
+                    "minimum": fare::TRIPS_PER_DAY_RANGE.0,
+                    "maximum": fare::TRIPS_PER_DAY_RANGE.1
+                },
+                "discountRate": { "type": "number", "minimum": 0, "maximum": 1 },
+                "discountTier": { "type": "string" },
+                "discountNote": { "type": "string" },
+                "periodStart": date,
+                "periodEnd": date,
+                "crossesMonthBoundary": { "type": "boolean" },
+            }), &[]),
+            "monthlyBreakdown": {
+                "type": "array",
+                "description": "One entry per calendar month, present when the period crosses a month end",
+                "items": month,
+                "minItems": 2,
+                "maxItems": 3
+            },
+            "holidays": object(json!({
+                "totalHolidays": int(0),
+                "list": { "type": "array", "items": holiday },
+            }), &[]),
+            "warnings": { "type": "array", "items": { "type": "string" } },
+        }),
+        &["monthlyBreakdown"],
+    )
+}
+
+/// The `structuredContent` of a get_discount_info result.
+pub fn discount_info_output_schema() -> Value {
+    let tier = object(
+        json!({
+            "tripRange": { "type": "string" },
+            "minTrips": { "type": "integer", "minimum": 0 },
+            "maxTrips": { "type": ["integer", "null"], "description": "null for the open-ended top tier" },
+            "discount": described("string", "e.g. \"10%\""),
+            "discountRate": { "type": "number", "minimum": 0, "maximum": 1 },
+        }),
+        &[],
+    );
+    object(
+        json!({
+            "discountTiers": { "type": "array", "items": tier, "minItems": 1 },
+            "validityPeriod": { "type": "string" },
+            "resetCycle": { "type": "string" },
+            "tpassInfo": object(json!({
+                "price": { "type": "string" },
+                "priceAmount": { "type": "integer" },
+                "validityDays": { "type": "integer" },
+                "validity": { "type": "string" },
+                "benefits": { "type": "array", "items": { "type": "string" } },
+            }), &[]),
+            "comparisonTip": { "type": "string" },
+        }),
+        &[],
+    )
+}
+
+/// The tools/list answer, built once.
+pub fn tools() -> &'static Value {
+    static TOOLS: OnceLock<Value> = OnceLock::new();
+    TOOLS.get_or_init(build_tools)
+}
+
+fn build_tools() -> Value {
     json!([
         {
             "name": "calculate_fare",
             "title": "TPASS or pay per ride?",
-            "description": "Compare the TPASS monthly pass (NT$1200, 30 consecutive days from startDate) with paying per ride on the Taipei Metro with the frequent-rider discount (counted per calendar month: 11-20 trips 5%, 21-40 trips 10%, 41+ trips 15% off). Working days come from Taiwan's official 2025-2026 holiday calendar, including make-up workdays, or from customWorkingDays. Returns the costs, savings, a BUY_TPASS or USE_REGULAR recommendation, a per-month breakdown when the period crosses a month end, and the public holidays in the period.",
+            "description": format!("Compare the TPASS monthly pass (NT$1200, 30 consecutive days from startDate) with paying per ride on the Taipei Metro with the frequent-rider discount (counted per calendar month: 11-20 trips 5%, 21-40 trips 10%, 41+ trips 15% off). Working days come from Taiwan's official government calendar for {} (Monday-Friday, with a warning, for other years), including make-up workdays, or from customWorkingDays. Returns the costs, savings, a BUY_TPASS or USE_REGULAR recommendation, a per-month breakdown when the period crosses a month end, and the public holidays in the period.", calendar::covered_years_text()),
             "inputSchema": {
                 "type": "object",
                 "properties": {
@@ -240,6 +410,7 @@ pub fn tools() -> Value {
                     }
                 }
             },
+            "outputSchema": calculate_fare_output_schema(),
             "annotations": { "readOnlyHint": true, "idempotentHint": true, "openWorldHint": false }
         },
         {
@@ -247,6 +418,7 @@ pub fn tools() -> Value {
             "title": "Frequent-rider tiers and TPASS facts",
             "description": "The Taipei Metro frequent-rider discount tiers (per calendar month, reset on the 1st) and the TPASS monthly pass price and validity.",
             "inputSchema": { "type": "object", "properties": {} },
+            "outputSchema": discount_info_output_schema(),
             "annotations": { "readOnlyHint": true, "idempotentHint": true, "openWorldHint": false }
         }
     ])
@@ -417,6 +589,140 @@ mod tests {
         assert_eq!(arr.len(), 2);
         assert_eq!(arr[0]["result"], json!({}));
         assert_eq!(arr[1]["error"]["code"], METHOD_NOT_FOUND);
+    }
+
+    fn post_with_version(body: &str, version: Option<&str>) -> (u16, Value) {
+        let r = handle_post(body.as_bytes(), None, version, now());
+        let v = if r.body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&r.body).unwrap()
+        };
+        (r.status, v)
+    }
+
+    #[test]
+    fn batches_only_before_2025_06_18() {
+        let batch = r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"tools/list"}]"#;
+        for version in [Some("2025-03-26"), Some("2024-11-05"), None] {
+            let (status, v) = post_with_version(batch, version);
+            assert_eq!(status, 200, "{version:?}");
+            assert_eq!(v.as_array().map(Vec::len), Some(2), "{version:?}");
+        }
+        let notes = r#"[{"jsonrpc":"2.0","method":"notifications/initialized"}]"#;
+        for version in ["2025-06-18", "2025-11-25"] {
+            for body in [batch, notes] {
+                let (status, v) = post_with_version(body, Some(version));
+                assert_eq!(status, 400, "{version} {body}");
+                assert_eq!(v["error"]["code"], INVALID_REQUEST);
+                assert_eq!(v["id"], Value::Null);
+                let msg = v["error"]["message"].as_str().unwrap();
+                assert!(msg.contains("batches") && msg.contains(version), "{msg}");
+            }
+            // The same messages one per POST are fine.
+            let (status, _) =
+                post_with_version(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, Some(version));
+            assert_eq!(status, 200);
+        }
+        // Without the header, an initialize in the batch decides: the version it negotiates.
+        let init = |asked: &str| {
+            format!(
+                r#"[{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"{asked}","capabilities":{{}},"clientInfo":{{"name":"t","version":"0"}}}}}}]"#
+            )
+        };
+        assert_eq!(post_with_version(&init("2025-03-26"), None).0, 200);
+        assert_eq!(post_with_version(&init("2025-06-18"), None).0, 400);
+        assert_eq!(post_with_version(&init("2025-11-25"), None).0, 400);
+        // An unknown version negotiates the newest, which has no batches.
+        assert_eq!(post_with_version(&init("2099-01-01"), None).0, 400);
+        // The header wins over the initialize inside.
+        assert_eq!(
+            post_with_version(&init("2025-11-25"), Some("2025-03-26")).0,
+            200
+        );
+    }
+
+    #[test]
+    fn tools_declare_output_schemas() {
+        let (_, v) = post(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#);
+        let tools = v["result"]["tools"].as_array().unwrap();
+        assert_eq!(tools[0]["outputSchema"], calculate_fare_output_schema());
+        assert_eq!(tools[1]["outputSchema"], discount_info_output_schema());
+        for t in tools {
+            assert_eq!(t["outputSchema"]["type"], "object", "{}", t["name"]);
+            assert_eq!(t["inputSchema"]["type"], "object", "{}", t["name"]);
+        }
+        let schema = calculate_fare_output_schema();
+        let required: Vec<&str> = schema["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap())
+            .collect();
+        assert!(!required.contains(&"monthlyBreakdown"));
+        assert!(required.contains(&"savingsPercentage") && required.contains(&"holidays"));
+    }
+
+    /// Every calculate_fare result validates: each start date from December 2024 to January 2029 (inside, across
+    /// and outside the embedded years, every month end), with calendar days and a spread of custom days and fares.
+    #[test]
+    fn every_result_validates_against_its_output_schema() {
+        let schema = calculate_fare_output_schema();
+        let first = Date::parse("2024-12-01").unwrap();
+        let mut crossing = 0;
+        for i in 0..1_520 {
+            let start = first.add_days(i).to_string();
+            let custom = match i % 4 {
+                0 => Value::Null,
+                1 => json!(0),
+                2 => json!(i % 31),
+                _ => json!(30),
+            };
+            let args = json!({
+                "startDate": start,
+                "oneWayFare": 1 + (i * 37) % 1000,
+                "tripsPerDay": 1 + i % 10,
+                "customWorkingDays": custom,
+            });
+            let r = call(args.clone());
+            assert_eq!(r["isError"], false, "{args}");
+            let content = &r["structuredContent"];
+            if let Err(e) = crate::schema_check::validate(&schema, content) {
+                panic!("{args}: {e}");
+            }
+            crossing += usize::from(content.get("monthlyBreakdown").is_some());
+        }
+        assert!(crossing > 1_000, "{crossing}");
+        // The default start (no arguments) too.
+        let r = call(json!({}));
+        assert_eq!(
+            crate::schema_check::validate(&schema, &r["structuredContent"]),
+            Ok(())
+        );
+
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "get_discount_info", "arguments": {}}});
+        let (_, v) = post(&body.to_string());
+        let info = &v["result"]["structuredContent"];
+        assert_eq!(
+            crate::schema_check::validate(&discount_info_output_schema(), info),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn schemas_catch_a_result_that_drifts() {
+        let schema = calculate_fare_output_schema();
+        let mut r = call(json!({"startDate": "2027-02-01"}))["structuredContent"].clone();
+        assert_eq!(crate::schema_check::validate(&schema, &r), Ok(()));
+        r["details"]["workingDays"] = json!("16");
+        assert!(crate::schema_check::validate(&schema, &r).is_err());
+        r["details"]["workingDays"] = json!(16);
+        r["surprise"] = json!(1);
+        assert!(crate::schema_check::validate(&schema, &r).is_err());
+        r.as_object_mut().unwrap().remove("surprise");
+        r.as_object_mut().unwrap().remove("warnings");
+        assert!(crate::schema_check::validate(&schema, &r).is_err());
     }
 
     #[test]

@@ -1,195 +1,18 @@
 //! Runs the real binary on a free port and talks HTTP to it: health, the MCP exchange as JSON and as SSE,
-//! error replies, concurrency, the `healthcheck` subcommand and stop signals.
+//! error replies, Origin checks, batches by protocol version, output schemas, slow and greedy clients, the listen
+//! address, the `healthcheck` subcommand and stop signals.
 
-use serde_json::{json, Value};
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, ExitStatus, Stdio};
+#[path = "../src/schema_check.rs"]
+mod schema_check;
+mod support;
+
+use serde_json::json;
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_mcp-taipei-metro-month-price");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Server {
-    fn start() -> Server {
-        let port = free_port();
-        let mut child = Command::new(BIN)
-            .env("MCP_PORT", port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the server binary");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "server did not listen on {port}");
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("server exited with {status} before listening on {port}");
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        Server { child, port }
-    }
-
-    fn signal(&self, sig: libc::c_int) {
-        // SAFETY: plain kill(2) on the child we spawned and still own.
-        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
-        assert_eq!(rc, 0, "kill failed");
-    }
-
-    fn wait_for_exit(&mut self, limit: Duration) -> (ExitStatus, Duration) {
-        let t = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return (status, t.elapsed());
-            }
-            assert!(t.elapsed() < limit, "server still running after {limit:?}");
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn healthcheck(&self) -> ExitStatus {
-        Command::new(BIN)
-            .arg("healthcheck")
-            .env("MCP_PORT", self.port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .unwrap()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
-}
-
-fn parse_reply(raw: &[u8]) -> Reply {
-    let text = String::from_utf8(raw.to_vec()).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").expect("complete head");
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers: Vec<(String, String)> = lines
-        .map(|l| {
-            let (n, v) = l.split_once(':').unwrap();
-            (n.to_string(), v.trim().to_string())
-        })
-        .collect();
-    Reply {
-        status,
-        headers,
-        body: body.to_string(),
-    }
-}
-
-/// Reads exactly one Content-Length framed reply from a kept-alive connection.
-fn read_one_reply(s: &mut TcpStream) -> Reply {
-    let mut raw = Vec::new();
-    let mut byte = [0u8; 1];
-    while !raw.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut byte).unwrap();
-        raw.push(byte[0]);
-    }
-    let head = parse_reply(&raw);
-    let len: usize = head.header("content-length").unwrap().parse().unwrap();
-    let mut body = vec![0; len];
-    s.read_exact(&mut body).unwrap();
-    raw.extend_from_slice(&body);
-    parse_reply(&raw)
-}
-
-fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
-    for (n, v) in headers {
-        req.push_str(&format!("{n}: {v}\r\n"));
-    }
-    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    s.write_all(req.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    parse_reply(&raw)
-}
-
-const BOTH: &str = "application/json, text/event-stream";
-
-fn rpc(port: u16, accept: &str, msg: &Value) -> Reply {
-    request(
-        port,
-        "POST",
-        "/mcp",
-        &[("Content-Type", "application/json"), ("Accept", accept)],
-        &msg.to_string(),
-    )
-}
-
-fn call_fare(port: u16, accept: &str, args: Value) -> Value {
-    let msg = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
-        "params": {"name": "calculate_fare", "arguments": args}});
-    let r = rpc(port, accept, &msg);
-    assert_eq!(r.status, 200, "{}", r.body);
-    let envelope = if accept == "text/event-stream" {
-        assert_eq!(r.header("content-type"), Some("text/event-stream"));
-        let data = r
-            .body
-            .lines()
-            .find_map(|l| l.strip_prefix("data: "))
-            .expect("an SSE data line");
-        serde_json::from_str(data).unwrap()
-    } else {
-        assert_eq!(r.header("content-type"), Some("application/json"));
-        r.json()
-    };
-    assert_eq!(envelope["id"], 3);
-    envelope["result"].clone()
-}
-
-/// The result's text content, parsed: the part every MCP client reads.
-fn fare_text(result: &Value) -> Value {
-    assert_eq!(result["isError"], false, "{result}");
-    serde_json::from_str(result["content"][0]["text"].as_str().unwrap()).unwrap()
-}
+use support::*;
 
 #[test]
 fn health_endpoint_has_documented_shape() {
@@ -204,6 +27,7 @@ fn health_endpoint_has_documented_shape() {
     assert!(h["server"]["uptime"].is_u64());
     assert_eq!(h["mcp"]["connected"], true);
     assert_eq!(h["mcp"]["toolsAvailable"], 2);
+    assert_eq!(h["calendar"]["years"], json!([2025, 2026, 2027]));
     let ts = h["timestamp"].as_str().unwrap();
     assert!(
         ts.len() == 24 && ts.ends_with('Z') && ts.as_bytes()[10] == b'T',
@@ -426,7 +250,18 @@ fn command_line() {
     );
     let out = Command::new(BIN).arg("--help").output().unwrap();
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("MCP_PORT"));
+    let help = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "MCP_PORT",
+        "MCP_HOST",
+        "default 127.0.0.1",
+        "the container image sets 0.0.0.0",
+        "MCP_ALLOWED_ORIGINS",
+        "MCP_MAX_CONNECTIONS_PER_CLIENT",
+        "2025-2027",
+    ] {
+        assert!(help.contains(needle), "{needle}: {help}");
+    }
     let out = Command::new(BIN).arg("--bogus").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     // Nothing listens on this port: the health check must fail fast.
@@ -436,4 +271,366 @@ fn command_line() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn origin_is_checked_against_dns_rebinding() {
+    let server = Server::start_with(&[(
+        "MCP_ALLOWED_ORIGINS",
+        "https://app.example.com, http://10.1.2.3:8080",
+    )]);
+    let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    let post = |origin: Option<&str>| {
+        let mut headers = vec![("Content-Type", "application/json"), ("Accept", BOTH)];
+        if let Some(o) = origin {
+            headers.push(("Origin", o));
+        }
+        request(server.port, "POST", "/mcp", &headers, ping)
+    };
+    for origin in [
+        None,
+        Some("http://localhost:6274"),
+        Some("http://127.0.0.1:3000"),
+        Some("http://[::1]:5173"),
+        Some("https://app.example.com"),
+        Some("http://10.1.2.3:8080"),
+    ] {
+        let r = post(origin);
+        assert_eq!(r.status, 200, "{origin:?}: {}", r.body);
+        assert_eq!(r.json()["result"], json!({}));
+    }
+    for origin in [
+        "http://evil.example",
+        "http://evil.example:3000",
+        "null",
+        "https://app.example.com.evil.example",
+        "http://10.1.2.3:8081",
+    ] {
+        let r = post(Some(origin));
+        assert_eq!(r.status, 403, "{origin}: {}", r.body);
+        let v = r.json();
+        assert_eq!(v["error"]["code"], -32000, "{origin}");
+        assert!(v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not allowed"));
+    }
+    let r = request(
+        server.port,
+        "GET",
+        "/healthz",
+        &[("Origin", "http://evil.example")],
+        "",
+    );
+    assert_eq!(r.status, 403);
+
+    // Without MCP_ALLOWED_ORIGINS only loopback origins pass.
+    let plain = Server::start();
+    let r = request(
+        plain.port,
+        "POST",
+        "/mcp",
+        &[("Origin", "https://app.example.com")],
+        ping,
+    );
+    assert_eq!(r.status, 403);
+}
+
+#[test]
+fn bad_settings_exit_1_with_a_message() {
+    let cases = [
+        ("MCP_HOST", "example.com", "invalid MCP_HOST"),
+        ("MCP_ALLOWED_ORIGINS", "evil.example", "MCP_ALLOWED_ORIGINS"),
+        ("MCP_MAX_CONNECTIONS", "0", "invalid MCP_MAX_CONNECTIONS"),
+        (
+            "MCP_MAX_CONNECTIONS_PER_CLIENT",
+            "lots",
+            "invalid MCP_MAX_CONNECTIONS_PER_CLIENT",
+        ),
+    ];
+    for (name, value, message) in cases {
+        let mut child = Command::new(BIN)
+            .env("MCP_PORT", free_port().to_string())
+            .env(name, value)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{name}={value}: the server started instead of refusing the setting");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{name}={value}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(message), "{name}={value}: {err}");
+    }
+}
+
+#[test]
+fn batches_follow_the_protocol_version() {
+    let server = Server::start();
+    let batch = r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"tools/list"}]"#;
+    let post = |version: Option<&str>| {
+        let mut headers = vec![("Content-Type", "application/json"), ("Accept", BOTH)];
+        if let Some(v) = version {
+            headers.push(("MCP-Protocol-Version", v));
+        }
+        request(server.port, "POST", "/mcp", &headers, batch)
+    };
+    for version in [Some("2025-03-26"), Some("2024-11-05"), None] {
+        let r = post(version);
+        assert_eq!(r.status, 200, "{version:?}");
+        assert_eq!(r.json().as_array().unwrap().len(), 2);
+    }
+    for version in ["2025-06-18", "2025-11-25"] {
+        let r = post(Some(version));
+        assert_eq!(r.status, 400, "{version}");
+        let v = r.json();
+        assert_eq!(v["error"]["code"], -32600);
+        assert!(v["error"]["message"].as_str().unwrap().contains("batches"));
+    }
+}
+
+#[test]
+fn tools_declare_output_schemas_and_results_match_them() {
+    let server = Server::start();
+    let list = rpc(
+        server.port,
+        BOTH,
+        &json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}),
+    )
+    .json();
+    let tools = list["result"]["tools"].as_array().unwrap();
+    let schema_of = |name: &str| {
+        tools
+            .iter()
+            .find(|t| t["name"] == name)
+            .map(|t| t["outputSchema"].clone())
+            .unwrap()
+    };
+    let fare_schema = schema_of("calculate_fare");
+    assert_eq!(fare_schema["type"], "object");
+    let cases = [
+        json!({}),
+        json!({"startDate": "2027-02-01"}),
+        json!({"startDate": "2027-12-15", "oneWayFare": 65, "tripsPerDay": 4}),
+        json!({"startDate": "2025-01-31", "customWorkingDays": 0}),
+        json!({"startDate": "2024-10-31", "oneWayFare": 35, "customWorkingDays": 20}),
+    ];
+    for args in cases {
+        let result = call_fare(server.port, BOTH, args.clone());
+        assert_eq!(result["isError"], false, "{args}");
+        let content = &result["structuredContent"];
+        if let Err(e) = schema_check::validate(&fare_schema, content) {
+            panic!("{args}: {e}");
+        }
+        // The text block carries the same result for clients that read only text.
+        assert_eq!(&fare_text(&result), content, "{args}");
+    }
+    let info = rpc(
+        server.port,
+        BOTH,
+        &json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+            "params": {"name": "get_discount_info", "arguments": {}}}),
+    )
+    .json();
+    let content = &info["result"]["structuredContent"];
+    assert_eq!(
+        schema_check::validate(&schema_of("get_discount_info"), content),
+        Ok(())
+    );
+}
+
+#[test]
+fn calendar_2027_through_the_server() {
+    let server = Server::start();
+    let f = fare_text(&call_fare(
+        server.port,
+        BOTH,
+        json!({"startDate": "2027-02-01"}),
+    ));
+    assert_eq!(f["details"]["workingDays"], 16);
+    assert_eq!(f["regularCost"], 1160);
+    assert_eq!(f["savingsAmount"], 40);
+    assert_eq!(f["recommendation"], "USE_REGULAR");
+    assert_eq!(f["holidays"]["totalHolidays"], 9);
+
+    let f = fare_text(&call_fare(
+        server.port,
+        BOTH,
+        json!({"startDate": "2027-12-15"}),
+    ));
+    assert_eq!(f["details"]["periodEnd"], "2028-01-13");
+    assert_eq!(f["details"]["workingDays"], 20);
+    assert_eq!(f["regularCost"], 1476);
+    let warnings = f["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].as_str().unwrap().contains("2028"));
+    assert!(warnings[0].as_str().unwrap().contains("Monday-Friday"));
+}
+
+/// A client that sends one byte a second never finishes its head: it gets 408 and the connection closes within
+/// the head deadline (10 s), where a per-read timeout would have let it go on for ever.
+#[test]
+fn trickling_request_head_is_cut_off() {
+    let server = Server::start();
+    let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    let t = Instant::now();
+    let trickle = {
+        let mut w = s.try_clone().unwrap();
+        thread::spawn(move || {
+            for b in b"POST /mcp HTTP/1.1\r\nHost: x\r\nX-Slow: "
+                .iter()
+                .cycle()
+                .take(40)
+            {
+                if w.write_all(&[*b]).is_err() {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(500));
+            }
+        })
+    };
+    let got = read_until_closed(&mut s);
+    let took = t.elapsed();
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 408 "), "{text:?}");
+    assert!(
+        took >= Duration::from_secs(9) && took < Duration::from_secs(14),
+        "closed after {took:?}"
+    );
+    trickle.join().unwrap();
+}
+
+/// A kept-alive connection that sends nothing more is closed after the idle limit, and says so up front.
+#[test]
+fn idle_keep_alive_connection_is_closed() {
+    let server = Server::start();
+    let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let r = ping_on(&mut s);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("keep-alive"), Some("timeout=15"));
+    let t = Instant::now();
+    let rest = read_until_closed(&mut s);
+    let took = t.elapsed();
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    assert!(
+        took >= Duration::from_secs(14) && took < Duration::from_secs(19),
+        "closed after {took:?}"
+    );
+}
+
+/// The issue's lock-out: 512 connections from one address that never finish a request. With the defaults that
+/// address gets at most half the slots (the rest 429), and another client is still served at once.
+#[test]
+fn one_address_cannot_take_every_connection() {
+    let server = Server::start();
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, server.port));
+    let mut held = Vec::new();
+    for _ in 0..512 {
+        let mut s = connect_from(Ipv4Addr::LOCALHOST, addr);
+        s.write_all(b"POST /mcp HTTP/1.1\r\n").unwrap();
+        held.push(s);
+    }
+    // The refused ones get 429 straight away; the admitted ones are still waiting for their heads.
+    thread::sleep(Duration::from_millis(500));
+    let (mut refused, mut waiting) = (0, 0);
+    for s in &mut held {
+        s.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 12];
+        match std::io::Read::read(s, &mut buf) {
+            Ok(12) if &buf == b"HTTP/1.1 429" => refused += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => waiting += 1,
+            other => panic!("unexpected {other:?}: {:?}", String::from_utf8_lossy(&buf)),
+        }
+    }
+    assert_eq!((refused, waiting), (256, 256));
+
+    let t = Instant::now();
+    let mut other = connect_from(Ipv4Addr::new(127, 0, 0, 2), addr);
+    other
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let r = ping_on(&mut other);
+    assert_eq!(r.status, 200);
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    drop(held);
+}
+
+/// Small caps from the environment: the 429 and 503 replies, and slots coming back when connections close.
+#[test]
+fn connection_caps_from_the_environment() {
+    let server = Server::start_with(&[
+        ("MCP_MAX_CONNECTIONS", "4"),
+        ("MCP_MAX_CONNECTIONS_PER_CLIENT", "2"),
+    ]);
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, server.port));
+    let a = Ipv4Addr::new(127, 0, 0, 3);
+    let b = Ipv4Addr::new(127, 0, 0, 4);
+    let c = Ipv4Addr::new(127, 0, 0, 5);
+    let mut a1 = connect_from(a, addr);
+    a1.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(ping_on(&mut a1).status, 200);
+    let a2 = connect_from(a, addr);
+    let reply = |mut s: TcpStream| String::from_utf8_lossy(&read_until_closed(&mut s)).into_owned();
+    let third = reply(connect_from(a, addr));
+    assert!(third.starts_with("HTTP/1.1 429 "), "{third}");
+    assert!(third.contains("Retry-After: 1"), "{third}");
+    let b1 = connect_from(b, addr);
+    let b2 = connect_from(b, addr);
+    // Give the server a moment to have admitted all four before the fifth arrives.
+    thread::sleep(Duration::from_millis(200));
+    let full = reply(connect_from(c, addr));
+    assert!(full.starts_with("HTTP/1.1 503 "), "{full}");
+    drop((a2, b1, b2));
+    thread::sleep(Duration::from_millis(200));
+    let mut c1 = connect_from(c, addr);
+    c1.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(ping_on(&mut c1).status, 200);
+    assert_eq!(ping_on(&mut a1).status, 200);
+}
+
+#[test]
+fn listens_on_mcp_host_and_defaults_to_loopback_only() {
+    // Default: 127.0.0.1 only, so another loopback address of this machine is not served.
+    let server = Server::start();
+    assert!(TcpStream::connect(("127.0.0.1", server.port)).is_ok());
+    assert!(TcpStream::connect(("127.0.0.2", server.port)).is_err());
+    assert_eq!(server.healthcheck().code(), Some(0));
+
+    let server = Server::start_with(&[("MCP_HOST", "127.0.0.2")]);
+    assert!(TcpStream::connect(("127.0.0.2", server.port)).is_ok());
+    assert!(TcpStream::connect(("127.0.0.1", server.port)).is_err());
+    assert_eq!(
+        server.healthcheck_with(&[("MCP_HOST", "127.0.0.2")]).code(),
+        Some(0)
+    );
+
+    // 0.0.0.0 takes every local address, and healthcheck asks 127.0.0.1.
+    let server = Server::start_with(&[("MCP_HOST", "0.0.0.0")]);
+    assert!(TcpStream::connect(("127.0.0.2", server.port)).is_ok());
+    assert_eq!(
+        server.healthcheck_with(&[("MCP_HOST", "0.0.0.0")]).code(),
+        Some(0)
+    );
+}
+
+/// Inside the image the server must be reachable from outside its container: the last stage sets MCP_HOST.
+#[test]
+fn image_listens_on_every_interface() {
+    let containerfile =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Containerfile")).unwrap();
+    let last_stage = containerfile.rsplit("\nFROM ").next().unwrap();
+    assert!(
+        last_stage
+            .lines()
+            .any(|l| l.trim() == "ENV MCP_HOST=0.0.0.0"),
+        "{last_stage}"
+    );
 }

@@ -7,6 +7,7 @@
 //! the bench (podman, base images) are `#[ignore]`d so a bare `cargo test` stays quick; ci runs them all.
 
 pub mod base_images;
+mod clients;
 mod setup;
 
 use std::path::{Path, PathBuf};

@@ -389,6 +389,7 @@ pub fn run(sh: &Shell, dir: &Path) -> anyhow::Result<BenchEnv> {
         .expect("two platforms");
 
     ensure_packages(sh)?;
+    super::clients::install(sh, &sh.current_dir())?;
     ensure_binfmt(sh, foreign)?;
     for platform in Platform::ALL {
         base_images::ensure_busybox(sh, dir, platform)?;
