@@ -89,4 +89,3 @@ fn node(sh: &Shell, root: &Path) -> anyhow::Result<()> {
     );
     Ok(())
 }
-
