@@ -524,21 +524,48 @@ pub fn route(req: &Request, started: Instant, settings: &Settings) -> Response {
     }
 }
 
-/// The socket with a deadline: every read waits at most until `deadline`, so a client that trickles bytes cannot
-/// stretch a request past it (a plain read timeout restarts with every byte).
+/// The socket with a deadline: no read waits past `deadline` (give or take [`DEADLINE_SLACK`]), so a client that
+/// trickles bytes cannot stretch a request beyond it (a plain read timeout restarts with every byte). The socket's
+/// timeout is changed only when it would overshoot the deadline by more than the slack, so a quick kept-alive
+/// exchange costs no extra system call; a timeout that fires before the deadline is re-armed and the read retried.
 struct DeadlineStream {
     stream: TcpStream,
     deadline: Instant,
+    /// The read timeout set on the socket now.
+    armed: Option<Duration>,
+}
+
+const DEADLINE_SLACK: Duration = Duration::from_millis(500);
+
+impl DeadlineStream {
+    fn new(stream: TcpStream, deadline: Instant) -> DeadlineStream {
+        DeadlineStream {
+            stream,
+            deadline,
+            armed: None,
+        }
+    }
 }
 
 impl Read for DeadlineStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::ErrorKind::TimedOut.into());
+        loop {
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            if self.armed.is_none_or(|armed| armed > left + DEADLINE_SLACK) {
+                self.stream.set_read_timeout(Some(left))?;
+                self.armed = Some(left);
+            }
+            match self.stream.read(buf) {
+                Err(e) if is_timeout(&e) && Instant::now() < self.deadline => {
+                    // Timed out early (a timeout armed for an earlier, shorter deadline): arm the rest.
+                    self.armed = None;
+                }
+                other => return other,
+            }
         }
-        self.stream.set_read_timeout(Some(left))?;
-        self.stream.read(buf)
     }
 }
 
@@ -566,10 +593,7 @@ fn handle_connection(
     stream.set_nodelay(true)?;
     let mut writer = stream.try_clone()?;
     // A new connection has HEAD_TIMEOUT from its start for the first head; there is no idle wait before it.
-    let mut reader = BufReader::new(DeadlineStream {
-        stream,
-        deadline: accepted + HEAD_TIMEOUT,
-    });
+    let mut reader = BufReader::new(DeadlineStream::new(stream, accepted + HEAD_TIMEOUT));
     let mut first = true;
     loop {
         if !first {
