@@ -20,12 +20,9 @@ use crate::flags;
 
 pub use setup::BenchEnv;
 
-/// Where setup leaves its files: `$CARGO_TARGET_DIR/ci` or `<root>/target/ci`.
+/// Where setup leaves its files: `<target dir>/ci` (the target directory as the session resolves it).
 pub fn ci_dir(root: &Path) -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) if !dir.is_empty() => root.join(dir).join("ci"),
-        _ => root.join("target").join("ci"),
-    }
+    crate::session::target_dir(root, std::env::var_os("CARGO_TARGET_DIR").as_deref()).join("ci")
 }
 
 struct Phase {

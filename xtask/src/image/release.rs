@@ -173,10 +173,7 @@ impl Release {
                 .iter()
                 .filter_map(|arg| arg.split_once('=').map(|(key, _)| key.trim()))
                 .collect();
-            let containerfile = std::fs::read_to_string(&build.containerfile)
-                .with_context(|| format!("read {}", build.containerfile.display()))?;
-            let bases = base_images(&containerfile_defaults(&containerfile), &build.build_args);
-            for (arg, image) in bases {
+            for (arg, image) in bases_of(&build)? {
                 let Some(stand_in) =
                     local_stand_in(&arg).filter(|_| !given.contains(&arg.as_str()))
                 else {
@@ -431,7 +428,7 @@ impl Release {
             }
             Step::LocalBuilder => {
                 build::require_podman()?;
-                let dir = crate::ci::ci_dir(&session.root);
+                let dir = session.target_dir.join("ci");
                 crate::ci::base_images::ensure_rust_builder(&session.sh, &dir, self.build.build_platform)
                     .context(
                         "make the local Rust builder; `cargo xtask ci --setup-only` (as root) installs what it needs",
@@ -521,13 +518,18 @@ impl Release {
     }
 
     fn base_images(&self) -> anyhow::Result<Vec<(String, String)>> {
-        let containerfile = std::fs::read_to_string(&self.build.containerfile)
-            .with_context(|| format!("read {}", self.build.containerfile.display()))?;
-        Ok(base_images(
-            &containerfile_defaults(&containerfile),
-            &self.build.build_args,
-        ))
+        bases_of(&self.build)
     }
+}
+
+/// The base images `build` pulls, from its Containerfile's defaults and its build arguments.
+fn bases_of(build: &build::BuildPlan) -> anyhow::Result<Vec<(String, String)>> {
+    let containerfile = std::fs::read_to_string(&build.containerfile)
+        .with_context(|| format!("read {}", build.containerfile.display()))?;
+    Ok(base_images(
+        &containerfile_defaults(&containerfile),
+        &build.build_args,
+    ))
 }
 
 /// The phase a step is timed as, in the closing table.
