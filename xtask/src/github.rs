@@ -167,16 +167,69 @@ pub fn annotation(actions: bool, level: &str, title: &str, message: &str) -> Str
     }
 }
 
+/// Text a server sent (an error body, a header, a link, a label) made safe to print anywhere, on one line:
+/// control characters (line breaks, ESC, DEL, C1 controls, bidirectional overrides) become `\u{…}` escapes, so
+/// it can start no line of its own, no workflow command (`::error::…`) and no terminal escape sequence.
+pub fn untrusted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if is_unsafe(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    if out.starts_with("::") {
+        out.insert(0, ' ');
+    }
+    out
+}
+
+/// A message of ours, which may quote what servers said, as it goes to stdout or stderr: line breaks are kept,
+/// every other control character is escaped, and a line that would start a workflow command is indented.
+pub fn printable(text: &str) -> String {
+    text.split('\n')
+        .map(|line| untrusted(line.strip_suffix('\r').unwrap_or(line)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn is_unsafe(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 /// Escapes text for a Markdown table cell of the job summary.
 pub fn table_cell(text: &str) -> String {
-    text.replace('\\', "\\\\")
+    untrusted(&text.replace(['\r', '\n'], " "))
+        .replace('\\', "\\\\")
         .replace('|', "\\|")
-        .replace(['\r', '\n'], " ")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_servers_say_cannot_start_a_line_a_command_or_an_escape() {
+        let cases = [
+            ("plain text", "plain text"),
+            ("a\n::error title=x::pwned", "a\\u{a}::error title=x::pwned"),
+            ("::error::pwned", " ::error::pwned"),
+            ("\u{1b}[31mred\u{1b}[0m", "\\u{1b}[31mred\\u{1b}[0m"),
+            ("cr\rlf", "cr\\u{d}lf"),
+            ("nul\0del\u{7f}c1\u{9b}", "nul\\u{0}del\\u{7f}c1\\u{9b}"),
+            ("bidi\u{202e}txt", "bidi\\u{202e}txt"),
+            ("tab\tok", "tab\\u{9}ok"),
+            ("ünïcødé ok", "ünïcødé ok"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(untrusted(text), want, "{text:?}");
+        }
+        let printed = printable("error: x\n::warning::y\r\nz \u{1b}]0;title\u{7}");
+        assert_eq!(printed, "error: x\n ::warning::y\nz \\u{1b}]0;title\\u{7}");
+        assert!(printed.lines().all(|l| !l.starts_with("::")));
+    }
 
     /// Reads GITHUB_OUTPUT text back the way the runner does.
     fn parse_outputs(text: &str) -> Vec<(String, String)> {

@@ -21,7 +21,8 @@ fn main() {
     let code = match run() {
         Ok(()) => 0,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            // Errors quote what registries said: nothing in them may start a workflow command or an escape.
+            eprintln!("{}", github::printable(&format!("error: {err:#}")));
             exit::code_of(&err)
         }
     };
@@ -38,6 +39,8 @@ fn run() -> anyhow::Result<()> {
         exit::invalid(format!("{err}\nRun `cargo xtask --help` for usage"))
     })?;
     let mut session = Session::new(project_root())?;
+    // The session holds the credentials now; no child process gets them from here on.
+    registry::credentials::remove_secrets_from_environment();
     let session = &mut session;
     match flags.subcommand {
         flags::XtaskCmd::Ci(cmd) => cmd.run(&session.sh),

@@ -21,7 +21,7 @@ use crate::registry::client::{Options, Registry};
 use crate::registry::credentials::Source;
 use crate::registry::reference::allows_plain_http;
 use crate::registry::retry::Policy;
-use crate::registry::Reference;
+use crate::registry::{Credentials, Reference};
 use crate::session::Session;
 use crate::{exit, flags};
 
@@ -96,6 +96,9 @@ pub struct BuildPlan {
     pub cache_repo: Option<String>,
     /// The cache can be read but not written (found by [`BuildPlan::check_cache`]): no `--cache-to`.
     pub cache_read_only: bool,
+    /// A private auth file (0600, in a 0700 directory) with the cache registry's credentials from the
+    /// environment, for `podman build --authfile`; see [`PrivateAuthFile`].
+    pub authfile: Option<PathBuf>,
 }
 
 /// One platform's build, exported for the push stage.
@@ -167,6 +170,7 @@ impl BuildPlan {
             out_dir: facts.out_dir.clone(),
             cache_repo,
             cache_read_only: false,
+            authfile: None,
         })
     }
 
@@ -214,6 +218,9 @@ impl BuildPlan {
         for (key, value) in &self.labels {
             argv.extend(["--label".to_owned(), format!("{key}={value}")]);
         }
+        if let Some(authfile) = &self.authfile {
+            argv.extend(["--authfile".into(), authfile.display().to_string()]);
+        }
         if let Some(repo) = &self.cache_repo {
             argv.extend(["--layers".into(), "--cache-from".into(), repo.clone()]);
             if !self.cache_read_only {
@@ -235,14 +242,18 @@ impl BuildPlan {
     /// developer without push rights still gets CI's layers), or not at all, with a warning. A missing or
     /// unreachable cache must never fail a build, and podman fails a build whose `--cache-to` push is refused, so
     /// the probe writes: it uploads the empty blob (one attempt, short timeouts), and on refusal reads it.
-    /// Credentials found in the environment are handed to podman with `podman login` (secret on stdin), since
-    /// podman reads only its auth files.
-    pub fn check_cache(&mut self, session: &mut Session) {
-        let Some(repo) = self.cache_repo.clone() else {
-            return;
-        };
+    /// Credentials found in the environment reach podman in a private auth file that lives as long as the
+    /// returned guard (podman reads only auth files, and its environment holds no secrets); credentials from the
+    /// user's own auth files and helpers podman finds itself.
+    pub fn check_cache(&mut self, session: &mut Session) -> Option<PrivateAuthFile> {
+        let repo = self.cache_repo.clone()?;
         let started = Instant::now();
-        match probe_cache(session, &repo, &self.out_dir) {
+        let (outcome, authfile) = match probe_cache(session, &repo, &self.out_dir) {
+            Ok((refused, authfile)) => (Ok(refused), authfile),
+            Err(err) => (Err(err), None),
+        };
+        self.authfile = authfile.as_ref().map(|a| a.path.clone());
+        match outcome {
             Ok(None) => println!(
                 "==> layer cache {repo}: read and write (checked in {:.1} s)",
                 started.elapsed().as_secs_f64()
@@ -262,6 +273,7 @@ impl BuildPlan {
                 self.cache_repo = None;
             }
         }
+        authfile
     }
 
     /// `podman push` into the export directory, gzip layers and a v2s2 manifest, as the registries will get them.
@@ -279,15 +291,59 @@ impl BuildPlan {
     }
 }
 
-/// Ok(None): read and write; Ok(Some(why)): read only, writing failed with `why`; Err: not usable.
+/// An auth file only podman reads, for one build: 0600 in a fresh 0700 directory, removed when dropped.
+#[derive(Debug)]
+pub struct PrivateAuthFile {
+    dir: PathBuf,
+    pub path: PathBuf,
+}
+
+impl PrivateAuthFile {
+    pub fn new(registry: &str, credentials: &Credentials) -> anyhow::Result<PrivateAuthFile> {
+        use std::io::Write;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let dir = std::env::temp_dir().join(format!(
+            "xtask-auth-{}-{}",
+            std::process::id(),
+            Digest::of(format!("{registry}{:?}", Instant::now()).as_bytes()).short()
+        ));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("create the private directory {}", dir.display()))?;
+        let guard = PrivateAuthFile {
+            path: dir.join("auth.json"),
+            dir,
+        };
+        let entry = serde_json::json!({
+            "auths": { registry: { "auth": credentials.basic_header().trim_start_matches("Basic ") } }
+        });
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&guard.path)
+            .and_then(|mut file| file.write_all(entry.to_string().as_bytes()))
+            .with_context(|| format!("write {}", guard.path.display()))?;
+        Ok(guard)
+    }
+}
+
+impl Drop for PrivateAuthFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Ok((None, _)): read and write; Ok((Some(why), _)): read only, writing failed with `why`; Err: not usable. The
+/// auth file is there when the credentials came from the environment.
 fn probe_cache(
     session: &mut Session,
     repo: &str,
     scratch_dir: &Path,
-) -> anyhow::Result<Option<anyhow::Error>> {
+) -> anyhow::Result<(Option<anyhow::Error>, Option<PrivateAuthFile>)> {
     let target = Reference::parse(repo)?;
     let found = session.registries.credentials(&session.sh, &target)?;
-    let sh = &session.sh;
     let login = found
         .as_ref()
         .filter(|found| matches!(found.source, Source::Env { .. }))
@@ -318,16 +374,11 @@ fn probe_cache(
             Some(write)
         }
     };
-    if let Some(credentials) = login {
-        let (user, host) = (&credentials.username, &target.registry);
-        cmd!(sh, "podman login --username {user} --password-stdin {host}")
-            .stdin(credentials.secret.as_bytes())
-            .quiet()
-            .ignore_stdout()
-            .run()
-            .with_context(|| format!("podman login {host} for the layer cache"))?;
-    }
-    Ok(refused)
+    let authfile = match login {
+        Some(credentials) => Some(PrivateAuthFile::new(&target.registry, &credentials)?),
+        None => None,
+    };
+    Ok((refused, authfile))
 }
 
 /// `<out_dir>/<os>-<arch>`: where `image build` leaves a platform's export and `image push` finds it.
@@ -385,9 +436,10 @@ pub fn build_platform(
     // Checked here, per platform, so that every caller (image build, image release) gets a build that a broken
     // cache cannot fail.
     let mut checked;
+    let _authfile;
     let plan = if plan.cache_repo.is_some() {
         checked = plan.clone();
-        checked.check_cache(session);
+        _authfile = checked.check_cache(session);
         &checked
     } else {
         plan

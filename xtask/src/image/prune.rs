@@ -164,7 +164,12 @@ impl Access {
         let overrides = parse_overrides(var("XTASK_PRUNE_BACKEND").as_deref().unwrap_or(""))?;
         let mut access = Access {
             github_api: var("GITHUB_API_URL").unwrap_or_else(|| GITHUB_API.to_owned()),
-            github_token: var("GITHUB_TOKEN"),
+            // From the session's snapshot: the process environment no longer holds secrets by now.
+            github_token: session
+                .registries
+                .env()
+                .get("GITHUB_TOKEN")
+                .map(str::to_owned),
             dockerhub_api: var("DOCKERHUB_API_URL").unwrap_or_else(|| DOCKERHUB_API.to_owned()),
             dockerhub_login: None,
             overrides,

@@ -5,12 +5,18 @@
 //! with what we know (nothing, Basic, or a cached Bearer token for its scopes); a 401 teaches the scheme, we
 //! authenticate once and resend; a second 401 is final (a wrong password fails at once, it is never retried).
 //! ureq runs with `http_status_as_error(false)` so challenges and the registry's error bodies are ours to read.
+//!
+//! Credentials are bound to the registry's origin (see `origin.rs`): Authorization goes only to that origin and
+//! to a token realm `origin::check_realm` allows; a 401 is a challenge only when the registry's own origin
+//! answered it. Redirects are followed here, not by ureq: reads may go to storage on another host (without
+//! Authorization, never from https to http), writes never follow one. Upload locations and page links must
+//! stay on the origin they came from, and listings are bounded.
 
 // A RegistryError is built once per failed request, next to an HTTP round trip: its size does not matter, and
 // boxing it would only add noise to every operation.
 #![allow(clippy::result_large_err)]
 
-use std::cell::Cell;
+use std::cell::{Cell, OnceCell};
 use std::fs::File;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,8 +28,10 @@ use ureq::http;
 use super::auth::{self, Scheme, TokenCache};
 use super::credentials::{self, Credentials, Found};
 use super::error::{parse_error_body, RegistryError};
+use super::origin::{self, Origin};
 use super::reference::{self, Reference};
 use super::retry::{self, Policy};
+use super::transport::{ProxyEnv, Settings, Transport};
 use super::Removal;
 use crate::oci::{media_type::MANIFEST_ACCEPT, Digest, Manifest};
 
@@ -48,6 +56,10 @@ pub struct Options {
     pub trace: bool,
     /// Entries per page of tags/list and _catalog (`n=`); the Link header leads to the next page.
     pub page_size: usize,
+    /// The proxy variables (loopback never goes through a proxy).
+    pub proxies: ProxyEnv,
+    /// Token realm hosts allowed besides the registry's own domain (`XTASK_TRUSTED_REALMS`).
+    pub trusted_realms: Vec<String>,
 }
 
 impl Default for Options {
@@ -60,6 +72,8 @@ impl Default for Options {
             purpose: "push to",
             trace: false,
             page_size: 1000,
+            proxies: ProxyEnv::default(),
+            trusted_realms: Vec::new(),
         }
     }
 }
@@ -72,6 +86,13 @@ impl Options {
             insecure,
             policy: Policy::from_env(),
             trace: std::env::var_os(TRACE_ENV).is_some_and(|v| !v.is_empty() && v != "0"),
+            proxies: ProxyEnv::from_process(),
+            trusted_realms: std::env::var(origin::TRUSTED_REALMS_ENV)
+                .unwrap_or_default()
+                .split(',')
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .collect(),
             ..Options::default()
         };
         if let Some(ms) = std::env::var(TIMEOUT_ENV)
@@ -135,9 +156,13 @@ struct AuthState {
 pub struct Registry {
     /// As users and credentials name it: `ghcr.io`, `docker.io`, `127.0.0.1:5000`.
     name: String,
-    /// `https://ghcr.io`, `http://127.0.0.1:5000`
-    base: String,
-    agent: ureq::Agent,
+    /// The host (and port) of the distribution API: `registry-1.docker.io` for Docker Hub.
+    api_host: String,
+    /// Loopback or `--insecure-registry`: tried over https first, plain HTTP if it does not speak TLS.
+    plain_allowed: bool,
+    /// The origin credentials are bound to, settled on first use (after the TLS probe where plain HTTP is allowed).
+    origin: OnceCell<Origin>,
+    transport: Transport,
     credentials: Option<Credentials>,
     /// What to tell the user when authentication fails.
     credentials_hint: String,
@@ -151,11 +176,19 @@ impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Registry")
             .field("name", &self.name)
-            .field("base", &self.base)
+            .field("api_host", &self.api_host)
             .field("credentials", &self.credentials)
             .finish_non_exhaustive()
     }
 }
+
+/// How long the TLS probe of a loopback or insecure registry waits: a TLS server answers a ClientHello at once.
+const TLS_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Redirects a read follows at most.
+const MAX_REDIRECTS: usize = 5;
+/// Bounds of a listing: a registry cannot keep the pipeline paging forever.
+const MAX_PAGES: usize = 1000;
+const MAX_ENTRIES: usize = 100_000;
 
 impl Registry {
     /// A client for `target`'s registry; `found` are its credentials (None: anonymous).
@@ -172,25 +205,22 @@ impl Registry {
                 target.registry
             ),
         };
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(options.connect_timeout))
-            .timeout_per_read(Some(options.io_timeout))
-            .timeout_per_write(Some(options.io_timeout))
-            // A per-read timeout restarts with every byte: a registry that trickles its answer (a byte now and
-            // then) would hold the pipeline forever. The answers are small, so each whole part gets one budget.
-            .timeout_send_request(Some(options.io_timeout))
-            .timeout_recv_response(Some(options.io_timeout))
-            .timeout_recv_body(Some(options.io_timeout))
-            .user_agent(concat!("xtask-image/", env!("CARGO_PKG_VERSION")))
-            // Only blob GETs redirect (to storage on another host); the default policy strips Authorization there.
-            .max_redirects(5)
-            .build();
+        let transport = Transport::new(Settings {
+            connect_timeout: options.connect_timeout,
+            io_timeout: options.io_timeout,
+            proxies: options.proxies.clone(),
+        });
         let options_purpose = options.purpose;
         Registry {
             name: target.registry.clone(),
-            base: target.base_url(&options.insecure),
-            agent: config.new_agent(),
+            api_host: target.api_host.clone(),
+            plain_allowed: reference::allows_plain_http(
+                &target.api_host,
+                &target.registry,
+                &options.insecure,
+            ),
+            origin: OnceCell::new(),
+            transport,
             credentials: found.map(|f| f.credentials),
             credentials_hint,
             options,
@@ -200,6 +230,85 @@ impl Registry {
             }),
             requests: AtomicU64::new(0),
             purpose: Cell::new(options_purpose),
+        }
+    }
+
+    /// The registry's origin: https, or for a loopback or insecure host whatever it speaks (https first, as
+    /// Docker does for localhost, so a local registry with a certificate is used over TLS).
+    fn origin(&self) -> Result<&Origin, RegistryError> {
+        if let Some(origin) = self.origin.get() {
+            return Ok(origin);
+        }
+        let https = Origin::of(&format!("https://{}/", self.api_host))
+            .map_err(|why| self.plain_error("reach the registry", why))?;
+        let origin = if self.plain_allowed && !self.speaks_tls(&https)? {
+            Origin {
+                https: false,
+                port: if https.port == 443 { 80 } else { https.port },
+                ..https
+            }
+        } else {
+            https
+        };
+        Ok(self.origin.get_or_init(|| origin))
+    }
+
+    /// Whether the far end answers TLS. Only a clear sign that it does not (an answer that is not TLS, a
+    /// hang-up or silence after our ClientHello) means plain HTTP; a certificate problem means it does speak TLS,
+    /// and the real request then fails naming the fix.
+    fn speaks_tls(&self, https: &Origin) -> Result<bool, RegistryError> {
+        let agent = self
+            .transport
+            .agent_with_timeout(https, TLS_PROBE_TIMEOUT.min(self.options.io_timeout))
+            .map_err(|why| self.plain_error("reach the registry", why))?;
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let outcome = agent.get(format!("{https}/v2/")).call();
+        if self.options.trace {
+            let shown = outcome
+                .as_ref()
+                .map_or_else(|e| e.to_string(), |r| r.status().to_string());
+            eprintln!("  TLS probe {https}/v2/ -> {shown}");
+        }
+        match outcome {
+            Ok(_) => Ok(true),
+            Err(ureq::Error::Rustls(err)) => Ok(matches!(
+                err,
+                rustls::Error::InvalidCertificate(_)
+                    | rustls::Error::NoCertificatesPresented
+                    | rustls::Error::UnsupportedNameType
+            )),
+            Err(ureq::Error::Timeout(_)) | Err(ureq::Error::Protocol(_)) => Ok(false),
+            Err(ureq::Error::Io(err))
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::UnexpectedEof
+                        | std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::InvalidData
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::WouldBlock
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(RegistryError {
+                retryable: transport_retryable(&err),
+                ..self.plain_error("reach the registry", err.to_string())
+            }),
+        }
+    }
+
+    fn plain_error(&self, operation: &str, detail: String) -> RegistryError {
+        RegistryError {
+            registry: self.name.clone(),
+            repository: String::new(),
+            operation: operation.to_owned(),
+            status: None,
+            code: None,
+            detail,
+            remedy: None,
+            retryable: false,
+            retry_after: None,
         }
     }
 
@@ -231,7 +340,7 @@ impl Registry {
             repository,
             format!("HEAD blob {digest}"),
             &["pull"],
-        );
+        )?;
         let response = self.send_once(&call)?;
         match response.status().as_u16() {
             200 => Ok(Some(content_length(&response).unwrap_or(0))),
@@ -279,7 +388,7 @@ impl Registry {
             repository,
             format!("mount blob {digest} from {from}"),
             &["pull", "push"],
-        );
+        )?;
         call.scopes.push(auth::repository_scope(from, &["pull"]));
         let response = self.send_once(&call)?;
         match response.status().as_u16() {
@@ -316,7 +425,7 @@ impl Registry {
                 repository,
                 format!("upload blob {digest}"),
                 &["pull", "push"],
-            );
+            )?;
             call.url = with_query(&location, "digest", digest.as_str());
             call.headers
                 .push(("content-type", "application/octet-stream".into()));
@@ -345,7 +454,7 @@ impl Registry {
             repository,
             format!("start upload of blob {digest}"),
             &["pull", "push"],
-        );
+        )?;
         let response = self.send_once(&call)?;
         match response.status().as_u16() {
             202 => self.location(&call, &response),
@@ -362,7 +471,7 @@ impl Registry {
                 repository,
                 format!("GET blob {digest}"),
                 &["pull"],
-            );
+            )?;
             let response = self.send_once(&call)?;
             match response.status().as_u16() {
                 200 => {}
@@ -403,7 +512,7 @@ impl Registry {
                 repository,
                 format!("PUT manifest {reference}"),
                 &["pull", "push"],
-            );
+            )?;
             call.headers
                 .push(("content-type", manifest.media_type.clone()));
             call.payload = Payload::Bytes(&manifest.bytes);
@@ -434,7 +543,7 @@ impl Registry {
                 repository,
                 format!("HEAD manifest {reference}"),
                 &["pull"],
-            );
+            )?;
             call.headers.push(("accept", MANIFEST_ACCEPT.into()));
             let response = self.send_once(&call)?;
             match response.status().as_u16() {
@@ -488,7 +597,7 @@ impl Registry {
                 repository,
                 format!("GET manifest {reference}"),
                 &["pull"],
-            );
+            )?;
             call.headers.push(("accept", MANIFEST_ACCEPT.into()));
             let response = self.send_once(&call)?;
             match response.status().as_u16() {
@@ -519,7 +628,7 @@ impl Registry {
                 repository,
                 format!("DELETE manifest {digest}"),
                 &["delete"],
-            );
+            )?;
             let response = self.send_once(&call)?;
             let unsupported = || Removal::Refused {
                 status: 405,
@@ -554,6 +663,8 @@ impl Registry {
         )
     }
 
+    /// Follows `Link: <…>; rel="next"` pages, which must stay on the registry's origin; a page seen twice, more
+    /// than MAX_PAGES pages or more than MAX_ENTRIES entries is an error, not a loop.
     fn list(
         &self,
         repository: &str,
@@ -562,27 +673,51 @@ impl Registry {
         actions: &[&str],
     ) -> anyhow::Result<Vec<String>> {
         let mut out = Vec::new();
-        let mut next = Some(first);
-        while let Some(path) = next.take() {
+        let mut seen = std::collections::HashSet::new();
+        let mut next = Some(format!(
+            "{}{first}",
+            self.origin_url()
+                .map_err(|e| e.finish(self.purpose.get(), 1))?
+        ));
+        while let Some(url) = next.take() {
+            if !seen.insert(url.clone()) || seen.len() > MAX_PAGES {
+                let why = if seen.len() > MAX_PAGES {
+                    format!("more than {MAX_PAGES} pages")
+                } else {
+                    format!("the page {url} came back again")
+                };
+                anyhow::bail!(
+                    "listing {field} of {}/{repository}: {why}; the registry's pagination does not end",
+                    self.name
+                );
+            }
             let page = self.with_retries(|_| {
-                let call = self.call(
+                let mut call = self.call(
                     "GET",
-                    path.clone(),
+                    String::new(),
                     repository,
                     format!("list {field}"),
                     actions,
-                );
+                )?;
+                call.url = url.clone();
                 let response = self.send_once(&call)?;
                 match response.status().as_u16() {
                     200 => {}
                     404 => return Ok((Vec::new(), None)),
                     _ => return Err(self.status_error(&call, response)),
                 }
-                let link = header(&response, "link").and_then(|l| next_link(&l));
+                let link = match header(&response, "link").and_then(|l| next_link(&l)) {
+                    Some(link) => {
+                        Some(origin::resolve_on_origin(&call.url, &link).map_err(|why| {
+                            self.invalid(&call, format!("refusing the next page: {why}"))
+                        })?)
+                    }
+                    None => None,
+                };
                 let body = self.read_body(&call, response, 16 << 20)?;
                 let value: serde_json::Value = serde_json::from_slice(&body)
                     .map_err(|_| self.invalid(&call, "the answer is not JSON".into()))?;
-                let items = value[field]
+                let items: Vec<String> = value[field]
                     .as_array()
                     .map(|a| {
                         a.iter()
@@ -593,18 +728,23 @@ impl Registry {
                 Ok((items, link))
             })?;
             out.extend(page.0);
-            next = page.1.map(|link| {
-                if link.starts_with("http://") || link.starts_with("https://") {
-                    link.strip_prefix(&self.base).unwrap_or(&link).to_owned()
-                } else {
-                    link
-                }
-            });
+            if out.len() > MAX_ENTRIES {
+                anyhow::bail!(
+                    "listing {field} of {}/{repository}: more than {MAX_ENTRIES} entries; refusing to read on",
+                    self.name
+                );
+            }
+            next = page.1;
         }
         Ok(out)
     }
 
     // ---- the request machinery ----
+
+    /// `https://ghcr.io`: where every call of this client goes.
+    fn origin_url(&self) -> Result<String, RegistryError> {
+        Ok(self.origin()?.base_url())
+    }
 
     fn call<'a>(
         &self,
@@ -613,10 +753,10 @@ impl Registry {
         repository: &'a str,
         operation: String,
         actions: &[&str],
-    ) -> Call<'a> {
-        Call {
+    ) -> Result<Call<'a>, RegistryError> {
+        Ok(Call {
             method,
-            url: format!("{}{path}", self.base),
+            url: format!("{}{path}", self.origin_url()?),
             repository,
             operation,
             scopes: if actions.is_empty() {
@@ -626,7 +766,7 @@ impl Registry {
             },
             headers: Vec::new(),
             payload: Payload::Empty,
-        }
+        })
     }
 
     /// Runs `attempt` up to the policy's number of times while it fails in a retryable way, waiting the backoff
@@ -659,14 +799,25 @@ impl Registry {
     }
 
     /// Sends one request, authenticating once if the registry asks (401). Any other status is returned for the
-    /// operation to judge; a 401 after authenticating is final.
+    /// operation to judge; a 401 after authenticating is final, and a 401 from any origin but the registry's
+    /// (a redirect target, say) is an error naming that host: its challenge is never answered.
     fn send_once(&self, call: &Call) -> Result<http::Response<ureq::Body>, RegistryError> {
         let mut authenticated = false;
         loop {
             let authorization = self.authorization(call)?;
-            let response = self.raw(call, authorization.as_deref())?;
+            let (response, answered_by) = self.send_following(call, authorization.as_deref())?;
             if response.status().as_u16() != 401 {
                 return Ok(response);
+            }
+            if &answered_by != self.origin()? {
+                return Err(self.invalid(
+                    call,
+                    format!(
+                        "{answered_by} (not the registry, reached by a redirect) asked for credentials; they are \
+                         only ever sent to {}",
+                        self.origin()?
+                    ),
+                ));
             }
             let challenges: Vec<auth::Challenge> = response
                 .headers()
@@ -681,7 +832,8 @@ impl Registry {
             }
             match scheme {
                 Some(Scheme::Basic) => {
-                    if self.credentials.is_none() || authorization.is_some() {
+                    let usable = self.credentials.as_ref().is_some_and(|c| !c.identity_token);
+                    if !usable || authorization.is_some() {
                         return Err(self.status_error(call, response));
                     }
                     self.state.lock().unwrap().scheme = Scheme::Basic;
@@ -710,11 +862,61 @@ impl Registry {
         }
     }
 
-    /// The Authorization header for a call, from what we know of the registry (fetching a token when it is
-    /// Bearer and none is cached for these scopes).
+    /// Sends a request and follows redirects the way a registry client must: a write (PUT, POST, PATCH, DELETE)
+    /// never follows one (a redirected manifest PUT must not turn into a GET whose 200 looks like success); a
+    /// read follows at most MAX_REDIRECTS, never from https to http, with Authorization only while it stays on
+    /// the registry's origin. Returns the answer and the origin that gave it.
+    fn send_following(
+        &self,
+        call: &Call,
+        authorization: Option<&str>,
+    ) -> Result<(http::Response<ureq::Body>, Origin), RegistryError> {
+        let registry = self.origin()?.clone();
+        let mut url = call.url.clone();
+        let mut hops = 0;
+        loop {
+            let here = Origin::of(&url).map_err(|why| self.invalid(call, why))?;
+            let authorization = authorization.filter(|_| here == registry);
+            let response = self.raw(call, &url, &here, authorization)?;
+            let status = response.status().as_u16();
+            if !matches!(status, 301 | 302 | 303 | 307 | 308) {
+                return Ok((response, here));
+            }
+            let location = header(&response, "location").unwrap_or_default();
+            if !matches!(call.method, "GET" | "HEAD") {
+                return Err(self.invalid(
+                    call,
+                    format!(
+                        "the registry answered {status} (a redirect to {}) to a {}; writes never follow a \
+                         redirect, check the registry address",
+                        crate::github::untrusted(&location),
+                        call.method
+                    ),
+                ));
+            }
+            let next = origin::resolve(&url, &location)
+                .map_err(|why| self.invalid(call, format!("refusing the redirect: {why}")))?;
+            let there = Origin::of(&next).map_err(|why| self.invalid(call, why))?;
+            if here.https && !there.https {
+                return Err(self.invalid(
+                    call,
+                    format!("refusing a redirect from {here} to plain HTTP at {there}"),
+                ));
+            }
+            hops += 1;
+            if hops > MAX_REDIRECTS {
+                return Err(self.invalid(call, format!("more than {MAX_REDIRECTS} redirects")));
+            }
+            drop(response);
+            url = next;
+        }
+    }
+
+    /// The Authorization header for a call to the registry, from what we know of it (fetching a token when it
+    /// is Bearer and none is cached for these scopes). Nothing for a URL off the registry's origin.
     fn authorization(&self, call: &Call) -> Result<Option<String>, RegistryError> {
-        if !call.url.starts_with(&self.base) {
-            // Never hand our credentials to another host (an upload Location or a redirect to storage).
+        let on_registry = Origin::of(&call.url).is_ok_and(|o| self.origin().is_ok_and(|r| &o == r));
+        if !on_registry {
             return Ok(None);
         }
         let key = TokenCache::key(&call.scopes);
@@ -727,7 +929,11 @@ impl Registry {
         };
         match scheme {
             Scheme::Unknown => Ok(None),
-            Scheme::Basic => Ok(self.credentials.as_ref().map(Credentials::basic_header)),
+            Scheme::Basic => Ok(self
+                .credentials
+                .as_ref()
+                .filter(|c| !c.identity_token)
+                .map(Credentials::basic_header)),
             Scheme::Bearer { realm, service } => {
                 let (token, lifetime) =
                     self.fetch_token(call, &realm, service.as_deref(), &call.scopes)?;
@@ -742,7 +948,10 @@ impl Registry {
         }
     }
 
-    /// GET realm?service=…&scope=… with our Basic credentials (or none, for an anonymous token).
+    /// A token from the realm the registry named, once `origin::check_realm` allows it: GET
+    /// realm?service=…&scope=… with our Basic credentials (or none, for an anonymous token), or, for an identity
+    /// token (Docker's OAuth2 refresh token), a POST of the refresh grant as Docker does. The realm's answer is
+    /// never followed elsewhere.
     fn fetch_token(
         &self,
         call: &Call,
@@ -750,14 +959,11 @@ impl Registry {
         service: Option<&str>,
         scopes: &[String],
     ) -> Result<(String, Duration), RegistryError> {
-        let mut query = Vec::new();
-        if let Some(service) = service {
-            query.push(format!("service={}", encode(service)));
-        }
-        query.extend(scopes.iter().map(|s| format!("scope={}", encode(s))));
-        let separator = if realm.contains('?') { '&' } else { '?' };
-        let url = format!("{realm}{separator}{}", query.join("&"));
-        let operation = format!("get a token from {realm} for {}", call.operation);
+        let operation = format!(
+            "get a token from {} for {}",
+            crate::github::untrusted(realm),
+            call.operation
+        );
         let fail = |status: Option<u16>,
                     detail: String,
                     retryable: bool,
@@ -772,37 +978,48 @@ impl Registry {
             retryable,
             retry_after: None,
         };
-        let realm_host = url
-            .split_once("://")
-            .map(|(_, rest)| rest.split('/').next().unwrap_or(rest))
-            .unwrap_or("");
-        let plain = url.starts_with("http://");
-        if plain
-            && self.credentials.is_some()
-            && !reference::allows_plain_http(realm_host, realm_host, &self.options.insecure)
-        {
-            return Err(fail(
-                None,
-                "the token realm is plain HTTP on a host that is not loopback".into(),
-                false,
-                Some(format!(
-                    "pass --insecure-registry {realm_host} if that is intended"
-                )),
-            ));
+        let realm_origin = origin::check_realm(self.origin()?, realm, &self.options.trusted_realms)
+            .map_err(|why| fail(None, why, false, None))?;
+        let mut query = Vec::new();
+        if let Some(service) = service {
+            query.push(format!("service={}", encode(service)));
         }
-        let mut request = http::Request::builder().method("GET").uri(&url);
-        if let Some(credentials) = &self.credentials {
-            request = request.header("authorization", credentials.basic_header());
+        query.extend(scopes.iter().map(|s| format!("scope={}", encode(s))));
+        let refresh = self.credentials.as_ref().filter(|c| c.identity_token);
+        let request = match refresh {
+            Some(credentials) => {
+                query.push("grant_type=refresh_token".into());
+                query.push("client_id=xtask-image".into());
+                query.push(format!("refresh_token={}", encode(&credentials.secret)));
+                http::Request::builder()
+                    .method("POST")
+                    .uri(realm)
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(query.join("&").into_bytes())
+            }
+            None => {
+                let separator = if realm.contains('?') { '&' } else { '?' };
+                let mut request = http::Request::builder()
+                    .method("GET")
+                    .uri(format!("{realm}{separator}{}", query.join("&")));
+                if let Some(credentials) = &self.credentials {
+                    request = request.header("authorization", credentials.basic_header());
+                }
+                request.body(Vec::new())
+            }
         }
-        let request = request
-            .body(())
-            .map_err(|err| fail(None, format!("bad token URL: {err}"), false, None))?;
+        .map_err(|err| fail(None, format!("bad token URL: {err}"), false, None))?;
+        let agent = self
+            .transport
+            .agent(&realm_origin)
+            .map_err(|why| fail(None, why, false, None))?;
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let response = self.agent.run(request);
+        let response = agent.run(request);
         if self.options.trace {
             eprintln!(
-                "  GET {} -> {}",
-                url,
+                "  {} {} -> {}",
+                if refresh.is_some() { "POST" } else { "GET" },
+                crate::github::untrusted(realm),
                 response
                     .as_ref()
                     .map_or_else(|e| e.to_string(), |r| r.status().to_string())
@@ -825,9 +1042,18 @@ impl Registry {
                 false,
                 Some(self.credentials_hint.clone()),
             )),
+            300..=399 => Err(fail(
+                Some(status),
+                "the token endpoint answered with a redirect, which is not followed".into(),
+                false,
+                None,
+            )),
             _ => Err(fail(
                 Some(status),
-                String::from_utf8_lossy(&body).chars().take(200).collect(),
+                crate::github::untrusted(&String::from_utf8_lossy(&body))
+                    .chars()
+                    .take(200)
+                    .collect(),
                 retry::is_retryable_status(status),
                 None,
             )),
@@ -837,15 +1063,21 @@ impl Registry {
     fn raw(
         &self,
         call: &Call,
+        url: &str,
+        origin: &Origin,
         authorization: Option<&str>,
     ) -> Result<http::Response<ureq::Body>, RegistryError> {
-        let mut request = http::Request::builder().method(call.method).uri(&call.url);
+        let mut request = http::Request::builder().method(call.method).uri(url);
         for (name, value) in &call.headers {
             request = request.header(*name, value);
         }
         if let Some(authorization) = authorization {
             request = request.header("authorization", authorization);
         }
+        let agent = self
+            .transport
+            .agent(origin)
+            .map_err(|why| self.transport_error(call, why, false))?;
         let bad = |err: http::Error| self.transport_error(call, err.to_string(), false);
         self.requests.fetch_add(1, Ordering::Relaxed);
         let result = match &call.payload {
@@ -855,15 +1087,15 @@ impl Registry {
                     .header("content-length", "0")
                     .body(())
                     .map_err(bad)?;
-                self.agent.run(request)
+                agent.run(request)
             }
-            Payload::Empty => self.agent.run(request.body(()).map_err(bad)?),
-            Payload::Bytes(bytes) => self.agent.run(request.body(*bytes).map_err(bad)?),
+            Payload::Empty => agent.run(request.body(()).map_err(bad)?),
+            Payload::Bytes(bytes) => agent.run(request.body(*bytes).map_err(bad)?),
             Payload::File(path) => {
                 let file = File::open(path).map_err(|err| {
                     self.transport_error(call, format!("open {}: {err}", path.display()), false)
                 })?;
-                self.agent.run(request.body(file).map_err(bad)?)
+                agent.run(request.body(file).map_err(bad)?)
             }
         };
         if self.options.trace {
@@ -871,9 +1103,22 @@ impl Registry {
                 Ok(response) => response.status().to_string(),
                 Err(err) => err.to_string(),
             };
-            eprintln!("  {} {} -> {shown}", call.method, call.url);
+            eprintln!(
+                "  {} {} -> {shown}",
+                call.method,
+                crate::github::untrusted(url)
+            );
         }
-        result.map_err(|err| self.transport_error(call, err.to_string(), transport_retryable(&err)))
+        result.map_err(|err| {
+            let detail = match &err {
+                ureq::Error::Rustls(rustls::Error::InvalidCertificate(why)) => format!(
+                    "the registry's TLS certificate is not trusted ({why:?}); if it comes from a private CA, point \
+                     SSL_CERT_FILE at that CA's PEM file"
+                ),
+                _ => err.to_string(),
+            };
+            self.transport_error(call, detail, transport_retryable(&err))
+        })
     }
 
     fn transport_error(&self, call: &Call, detail: String, retryable: bool) -> RegistryError {
@@ -958,7 +1203,8 @@ impl Registry {
             })
     }
 
-    /// The absolute URL of an upload session from a 202's Location (relative or absolute).
+    /// The absolute URL of an upload session from a 202's Location (relative or absolute), which must stay on
+    /// the registry's origin: the blob and its Authorization go nowhere else.
     fn location(
         &self,
         call: &Call,
@@ -967,7 +1213,8 @@ impl Registry {
         let location = header(response, "location").ok_or_else(|| {
             self.invalid(call, "the registry answered 202 without a Location".into())
         })?;
-        Ok(resolve_location(&self.base, &location))
+        origin::resolve_on_origin(&call.url, &location)
+            .map_err(|why| self.invalid(call, format!("refusing the upload location: {why}")))
     }
 }
 
@@ -1002,17 +1249,6 @@ fn header(response: &http::Response<ureq::Body>, name: &str) -> Option<String> {
 
 fn content_length(response: &http::Response<ureq::Body>) -> Option<u64> {
     header(response, "content-length").and_then(|v| v.parse().ok())
-}
-
-/// An upload Location made absolute: registries answer a path (`/v2/…/uploads/<id>?_state=…`) or a full URL.
-pub fn resolve_location(base: &str, location: &str) -> String {
-    if location.starts_with("http://") || location.starts_with("https://") {
-        location.to_owned()
-    } else if location.starts_with('/') {
-        format!("{base}{location}")
-    } else {
-        format!("{base}/{location}")
-    }
 }
 
 /// Adds `name=value` to a URL that may already carry a query.
@@ -1064,17 +1300,22 @@ mod tests {
                 "http://127.0.0.1:5000/v2/a/b/blobs/uploads/123?_state=x&digest=sha256%3Aab",
             ),
             (
-                "https://upload.example/u/1",
-                "https://upload.example/u/1?digest=sha256%3Aab",
+                "http://127.0.0.1:5000/u/1",
+                "http://127.0.0.1:5000/u/1?digest=sha256%3Aab",
             ),
             (
-                "v2/a/blobs/uploads/9",
-                "http://127.0.0.1:5000/v2/a/blobs/uploads/9?digest=sha256%3Aab",
+                "9?_state=y",
+                "http://127.0.0.1:5000/v2/a/blobs/uploads/9?_state=y&digest=sha256%3Aab",
             ),
         ];
         for (location, want) in cases {
             assert_eq!(
-                with_query(&resolve_location(base, location), "digest", "sha256:ab"),
+                with_query(
+                    &origin::resolve_on_origin(&format!("{base}/v2/a/blobs/uploads/"), location)
+                        .unwrap(),
+                    "digest",
+                    "sha256:ab"
+                ),
                 want
             );
         }

@@ -22,6 +22,9 @@ use crate::exit;
 pub struct Credentials {
     pub username: String,
     pub secret: String,
+    /// The secret is an identity token (Docker's OAuth2 refresh token, `identitytoken` in an auth file, or a
+    /// helper's answer with the user `<token>`): it is exchanged at the token realm, never sent as Basic.
+    pub identity_token: bool,
 }
 
 impl Credentials {
@@ -29,6 +32,15 @@ impl Credentials {
         Credentials {
             username: username.into(),
             secret: secret.into(),
+            identity_token: false,
+        }
+    }
+
+    /// An identity token (the user name is informative only).
+    pub fn identity(username: impl Into<String>, token: impl Into<String>) -> Credentials {
+        Credentials {
+            identity_token: true,
+            ..Credentials::new(username, token)
         }
     }
 
@@ -95,6 +107,26 @@ const LOCATION_VARS: &[&str] = &[
     "HOME",
     "DOCKER_CONFIG",
 ];
+
+/// Variables that hold secrets: read into the session's [`Env`] and then removed from the process, so no child
+/// (podman, git, a credential helper, cargo) ever inherits them. The runner's own tokens are removed too: nothing
+/// the xtask runs needs them.
+pub const SECRET_VARS: &[&str] = &[
+    "GHCR_TOKEN",
+    "GITHUB_TOKEN",
+    "DOCKERHUB_TOKEN",
+    "REGISTRY_PASSWORD",
+    "ACTIONS_RUNTIME_TOKEN",
+    "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+];
+
+/// Removes [`SECRET_VARS`] from this process's environment, after the session took its snapshot.
+pub fn remove_secrets_from_environment() {
+    for name in SECRET_VARS {
+        // Called from main before any thread starts, so nothing reads the environment concurrently.
+        std::env::remove_var(name);
+    }
+}
 
 /// A snapshot of the variables credential lookup depends on, taken once at the edge.
 #[derive(Clone, Default)]
@@ -353,6 +385,8 @@ struct AuthEntry {
     username: Option<String>,
     #[serde(default)]
     password: Option<String>,
+    #[serde(default, rename = "identitytoken")]
+    identity_token: Option<String>,
 }
 
 /// Reads one podman auth.json or docker config.json (same shape) and picks `registry`'s entry. Podman allows
@@ -382,6 +416,24 @@ pub fn parse_auth_file(
         return Ok(Some(FileEntry::Helper(valid_helper(helper)?)));
     }
     if let Some((key, entry)) = best_key(file.auths.iter(), registry, repository) {
+        if let Some(token) = entry.identity_token.as_deref().filter(|t| !t.is_empty()) {
+            // `auth` then holds only the user name (`user:`), for display.
+            let username = entry
+                .auth
+                .as_deref()
+                .and_then(|a| {
+                    base64::engine::general_purpose::STANDARD
+                        .decode(a.trim())
+                        .ok()
+                })
+                .and_then(|d| String::from_utf8(d).ok())
+                .and_then(|d| d.split_once(':').map(|(u, _)| u.to_owned()))
+                .or_else(|| entry.username.clone())
+                .unwrap_or_default();
+            return Ok(Some(FileEntry::Basic(Credentials::identity(
+                username, token,
+            ))));
+        }
         if let Some(auth) = entry.auth.as_deref().filter(|a| !a.is_empty()) {
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(auth.trim())
@@ -511,6 +563,10 @@ fn parse_helper_output(stdout: &[u8]) -> Result<Credentials, String> {
     }
     let answer: Answer = serde_json::from_slice(stdout)
         .map_err(|_| "output that is not {\"Username\", \"Secret\"} JSON".to_owned())?;
+    // Docker's helpers store an identity token under the user name `<token>`.
+    if answer.username == "<token>" {
+        return Ok(Credentials::identity(answer.username, answer.secret));
+    }
     Ok(Credentials::new(answer.username, answer.secret))
 }
 

@@ -39,12 +39,15 @@ impl fmt::Display for RegistryError {
             self.operation, self.registry, self.repository
         )?;
         match (self.status, &self.code) {
-            (Some(status), Some(code)) => write!(f, "HTTP {status} {code}")?,
+            (Some(status), Some(code)) => {
+                write!(f, "HTTP {status} {}", crate::github::untrusted(code))?
+            }
             (Some(status), None) => write!(f, "HTTP {status}")?,
             (None, _) => f.write_str("no response")?,
         }
         if !self.detail.is_empty() {
-            write!(f, " ({})", self.detail)?;
+            // The registry's own words: escaped, so they cannot forge a log line or a workflow command.
+            write!(f, " ({})", crate::github::untrusted(&self.detail))?;
         }
         if let Some(remedy) = &self.remedy {
             write!(f, "; {remedy}")?;

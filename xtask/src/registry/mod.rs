@@ -11,8 +11,10 @@ pub mod credentials;
 pub mod error;
 #[cfg(test)]
 pub mod memory;
+pub mod origin;
 pub mod reference;
 pub mod retry;
+pub mod transport;
 
 use std::collections::HashMap;
 use std::rc::Rc;

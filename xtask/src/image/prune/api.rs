@@ -1,10 +1,14 @@
 //! A small JSON-over-HTTP client for the two management APIs pruning needs besides the registry (GitHub's REST
 //! API for GHCR, Docker Hub's API): bearer auth, a few retries on overload, pagination links that never leave the
-//! API's own origin (the token must not follow a link elsewhere).
+//! API's own origin (the token must not follow a link elsewhere) and that end (`Pages`). It goes through the
+//! registry client's transport: the same trusted CAs and proxies, and no redirect followed.
 
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+
+use crate::registry::origin::{self, Origin};
+use crate::registry::transport::{ProxyEnv, Settings, Transport};
 
 /// A response, read whole (these APIs answer small JSON documents).
 #[derive(Debug)]
@@ -30,7 +34,7 @@ impl Answer {
                 .find_map(|k| v.get(*k).and_then(|m| m.as_str()).map(str::to_owned))
         });
         let text = from_json.unwrap_or_else(|| self.body.trim().to_owned());
-        let mut short: String = text.chars().take(300).collect();
+        let mut short: String = crate::github::untrusted(&text).chars().take(300).collect();
         if short.is_empty() {
             short = format!("HTTP {}", self.status);
         }
@@ -40,7 +44,7 @@ impl Answer {
 
 /// One API: a base URL and an optional bearer token (never printed).
 pub struct Api {
-    agent: ureq::Agent,
+    transport: Transport,
     base: String,
     token: Option<String>,
     /// Pauses between attempts on 429/5xx/connection errors.
@@ -60,13 +64,13 @@ const USER_AGENT: &str = "cargo-xtask-image-prune";
 
 impl Api {
     pub fn new(base: &str, token: Option<String>) -> Api {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)))
-            .build()
-            .into();
+        let transport = Transport::new(Settings {
+            connect_timeout: Duration::from_secs(15),
+            io_timeout: Duration::from_secs(60),
+            proxies: ProxyEnv::from_process(),
+        });
         Api {
-            agent,
+            transport,
             base: base.trim_end_matches('/').to_owned(),
             token,
             backoff: vec![Duration::from_secs(1), Duration::from_secs(4)],
@@ -77,18 +81,25 @@ impl Api {
         self.token = token;
     }
 
-    /// `base` + `path` (a path starting with `/`), or `path` itself when it is an absolute URL on the same origin.
+    /// `base` + `path` for a path of ours (starting with `/`), or a link a page gave (absolute or relative)
+    /// resolved as a URL; either way it must stay on the API's own origin, where the token belongs.
     pub fn url(&self, path: &str) -> anyhow::Result<String> {
-        if path.starts_with("http://") || path.starts_with("https://") {
-            if origin(path) != origin(&self.base) {
-                bail!(
-                    "refusing to follow {path}: it leaves {} (the API's own origin)",
-                    origin(&self.base)
-                );
-            }
-            return Ok(path.to_owned());
+        let url = if path.starts_with('/') && !path.starts_with("//") {
+            format!("{}{path}", self.base)
+        } else {
+            origin::resolve(&format!("{}/", self.base), path).map_err(anyhow::Error::msg)?
+        };
+        let (want, got) = (
+            Origin::of(&self.base).map_err(anyhow::Error::msg)?,
+            Origin::of(&url).map_err(anyhow::Error::msg)?,
+        );
+        if want != got {
+            bail!(
+                "refusing to follow {}: it leaves {want} (the API's own origin)",
+                crate::github::untrusted(path)
+            );
         }
-        Ok(format!("{}{path}", self.base))
+        Ok(url)
     }
 
     pub fn get(&self, path: &str, extra: &[(&str, &str)]) -> anyhow::Result<Answer> {
@@ -149,13 +160,17 @@ impl Api {
         for (name, value) in extra {
             request = request.header(*name, *value);
         }
+        let agent = self
+            .transport
+            .agent(&Origin::of(url).map_err(anyhow::Error::msg)?)
+            .map_err(anyhow::Error::msg)?;
         let mut response = match body {
-            Some(body) => self.agent.run(
+            Some(body) => agent.run(
                 request
                     .header("Content-Type", "application/json")
                     .body(body.to_owned())?,
             ),
-            None => self.agent.run(request.body(())?),
+            None => agent.run(request.body(())?),
         }
         .map_err(anyhow::Error::from)?;
         let status = response.status().as_u16();
@@ -172,13 +187,33 @@ impl Api {
     }
 }
 
-/// `scheme://host[:port]` of a URL.
-fn origin(url: &str) -> &str {
-    let after_scheme = url.find("://").map_or(0, |i| i + 3);
-    let end = url[after_scheme..]
-        .find(['/', '?', '#'])
-        .map_or(url.len(), |i| after_scheme + i);
-    &url[..end]
+/// The pages of one listing: each URL once, at most MAX_PAGES of them, so a server cannot keep a prune paging
+/// forever (a `next` back to the same page, or an endless chain).
+#[derive(Default)]
+pub struct Pages {
+    seen: std::collections::HashSet<String>,
+}
+
+pub const MAX_PAGES: usize = 1000;
+
+impl Pages {
+    pub fn visit(&mut self, url: &str, what: &str) -> anyhow::Result<()> {
+        if self.seen.len() >= MAX_PAGES {
+            bail!("{what}: more than {MAX_PAGES} pages; the API's pagination does not end");
+        }
+        if !self.seen.insert(url.to_owned()) {
+            bail!(
+                "{what}: the page {} came back again; the API's pagination does not end",
+                crate::github::untrusted(url)
+            );
+        }
+        Ok(())
+    }
+
+    /// Pages visited so far.
+    pub fn count(&self) -> usize {
+        self.seen.len()
+    }
 }
 
 /// The `rel="next"` target of a `Link` header (RFC 8288): `<url>; rel="next", <url>; rel="last"`. Parsed, not
@@ -276,6 +311,14 @@ mod tests {
         assert!(api.url("https://api.github.com/x?page=2").is_ok());
         assert!(api.url("https://evil.example/x").is_err());
         assert!(api.url("https://api.github.com.evil.example/x").is_err());
+        // A relative link is a URL relative to the API, not text glued to its base.
+        assert!(api
+            .url("@evil.example/x")
+            .unwrap()
+            .starts_with("https://api.github.com/"));
+        assert!(api.url("https://api.github.com@evil.example/x").is_err());
+        assert!(api.url("//evil.example/x").is_err());
+        assert!(api.url("http://api.github.com/x").is_err());
         let local = Api::new("http://127.0.0.1:4000/api/v3", None);
         assert!(local.url("http://127.0.0.1:4000/api/v3/x?page=2").is_ok());
         assert!(local.url("http://127.0.0.1:4001/x").is_err());
@@ -284,6 +327,22 @@ mod tests {
             shown.contains("<redacted>") && !shown.contains("s3cret"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn pagination_ends() {
+        let mut pages = Pages::default();
+        pages.visit("https://a/x?page=1", "list").unwrap();
+        pages.visit("https://a/x?page=2", "list").unwrap();
+        let err = pages.visit("https://a/x?page=1", "list").unwrap_err();
+        assert!(err.to_string().contains("came back again"), "{err}");
+        let mut pages = Pages::default();
+        for n in 0..MAX_PAGES {
+            pages
+                .visit(&format!("https://a/x?page={n}"), "list")
+                .unwrap();
+        }
+        assert!(pages.visit("https://a/x?page=last", "list").is_err());
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::collections::BTreeSet;
 
 use anyhow::bail;
 
-use super::api::{encode_segment, Api};
+use super::api::{encode_segment, Api, Pages};
 use super::{Backend, Removal, TagView};
 use crate::registry::Repository;
 use crate::registry::{Credentials, Reference};
@@ -121,17 +121,14 @@ impl Backend for DockerHub<'_> {
             encode_segment(&self.namespace),
             encode_segment(&self.name)
         ));
-        let mut pages = 0;
+        let mut pages = Pages::default();
         while let Some(path) = next.take() {
-            pages += 1;
-            if pages > 1000 {
-                bail!("Docker Hub's tag list did not end after 1000 pages");
-            }
+            pages.visit(&self.api.url(&path)?, "Docker Hub's tag list")?;
             let answer = self.api.get(&path, &[("Accept", "application/json")])?;
             match answer.status {
                 200 => {}
                 // A repository that does not exist (yet) has no tags.
-                404 if pages == 1 => return Ok(view),
+                404 if pages.count() == 1 => return Ok(view),
                 status => bail!(
                     "listing the tags of {} on Docker Hub: GET {path} answered {status}: {}",
                     self.target,

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{bail, Context};
 
-use super::api::{encode_segment, next_link, Api};
+use super::api::{encode_segment, next_link, Api, Pages};
 use super::{Backend, Removal, TagView};
 use crate::registry::Reference;
 
@@ -125,12 +125,9 @@ impl Ghcr {
     fn list(&mut self) -> anyhow::Result<Vec<Version>> {
         let mut next = Some(format!("{}?per_page=100", self.versions_path()?));
         let mut all = Vec::new();
-        let mut pages = 0;
+        let mut pages = Pages::default();
         while let Some(path) = next.take() {
-            pages += 1;
-            if pages > 1000 {
-                bail!("GitHub's package versions list did not end after 1000 pages");
-            }
+            pages.visit(&self.api.url(&path)?, "GitHub's package versions list")?;
             let answer = self.api.get(&path, HEADERS)?;
             match answer.status {
                 200 => {}

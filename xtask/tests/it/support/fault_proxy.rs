@@ -675,6 +675,12 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
     }
     let mut reader = BufReader::new(client.try_clone()?);
     let mut client = client;
+    // A TLS ClientHello (the client's probe of whether a loopback registry speaks TLS): answer as a plain HTTP
+    // server does (Go's answers 400) instead of waiting for a request line that never comes.
+    if reader.fill_buf()?.first() == Some(&0x16) {
+        client.write_all(b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n")?;
+        return Ok(());
+    }
     let Some(head) = read_head(&mut reader)? else {
         return Ok(());
     };
