@@ -724,9 +724,13 @@ pub fn serve(listener: TcpListener, settings: &'static Settings) -> io::Result<(
             .name("conn".into())
             .stack_size(256 * 1024)
             .spawn(move || {
-                let _slot = slot;
+                // The socket stays open until the slot is given back, so a client that has seen its connection
+                // close may open another at once without meeting its own cap.
+                let socket = stream.try_clone();
                 // Timeouts and resets are normal client behaviour; nothing to report.
                 let _ = handle_connection(stream, accepted, started, settings);
+                drop(slot);
+                drop(socket);
             });
         if let Err(e) = spawned {
             eprintln!("cannot start a connection thread: {e}");

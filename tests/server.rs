@@ -574,23 +574,50 @@ fn connection_caps_from_the_environment() {
     let a = Ipv4Addr::new(127, 0, 0, 3);
     let b = Ipv4Addr::new(127, 0, 0, 4);
     let c = Ipv4Addr::new(127, 0, 0, 5);
-    let mut a1 = connect_from(a, addr);
-    a1.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    assert_eq!(ping_on(&mut a1).status, 200);
-    let a2 = connect_from(a, addr);
+    // Each admitted connection answers a ping before the next one is opened: the kernel may hand connections opened
+    // back to back to the server out of order, so only an answer proves which ones hold a slot.
+    let admitted = |from: Ipv4Addr| {
+        let mut s = connect_from(from, addr);
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(ping_on(&mut s).status, 200);
+        s
+    };
+    let mut a1 = admitted(a);
+    let a2 = admitted(a);
     let reply = |mut s: TcpStream| String::from_utf8_lossy(&read_until_closed(&mut s)).into_owned();
     let third = reply(connect_from(a, addr));
     assert!(third.starts_with("HTTP/1.1 429 "), "{third}");
     assert!(third.contains("Retry-After: 1"), "{third}");
-    let b1 = connect_from(b, addr);
-    let b2 = connect_from(b, addr);
-    // Give the server a moment to have admitted all four before the fifth arrives.
-    thread::sleep(Duration::from_millis(200));
+    let b1 = admitted(b);
+    let b2 = admitted(b);
     let full = reply(connect_from(c, addr));
     assert!(full.starts_with("HTTP/1.1 503 "), "{full}");
     drop((a2, b1, b2));
-    thread::sleep(Duration::from_millis(200));
-    let mut c1 = connect_from(c, addr);
+    // The slots come back once the server has seen the three connections close.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    // A refused connection is answered at once; an admitted one waits silently for its request.
+    let mut c1 = loop {
+        let mut s = connect_from(c, addr);
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut head = [0u8; 12];
+        match std::io::Read::read(&mut s, &mut head) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                break s
+            }
+            other => assert_eq!(
+                &head, b"HTTP/1.1 503",
+                "while the slots come back: {other:?}"
+            ),
+        }
+        assert!(Instant::now() < deadline, "no slot came back within 5 s");
+        thread::sleep(Duration::from_millis(50));
+    };
     c1.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     assert_eq!(ping_on(&mut c1).status, 200);
     assert_eq!(ping_on(&mut a1).status, 200);

@@ -46,10 +46,12 @@ impl Server {
             .spawn()
             .expect("start the server binary");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect((host, port)).is_err() {
-            assert!(Instant::now() < deadline, "server did not listen on {port}");
+        // Ready means answering: the probe reads its reply to the end, and the server gives a connection's slot
+        // back before closing it, so the probe holds no slot once this returns.
+        while !answers_health(host, port) {
+            assert!(Instant::now() < deadline, "server did not answer on {port}");
             if let Some(status) = child.try_wait().unwrap() {
-                panic!("server exited with {status} before listening on {port}");
+                panic!("server exited with {status} before answering on {port}");
             }
             thread::sleep(Duration::from_millis(20));
         }
@@ -87,6 +89,20 @@ impl Server {
             .status()
             .unwrap()
     }
+}
+
+/// One `GET /healthz` with `Connection: close`, read until the server closes; true when it answered at all.
+fn answers_health(host: &str, port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect((host, port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let request =
+        format!("GET /healthz HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n");
+    let mut reply = Vec::new();
+    s.write_all(request.as_bytes()).is_ok()
+        && s.read_to_end(&mut reply).is_ok()
+        && reply.starts_with(b"HTTP/1.1 ")
 }
 
 impl Drop for Server {
