@@ -271,11 +271,9 @@ impl Registry {
         }
         match outcome {
             Ok(_) => Ok(true),
-            Err(ureq::Error::Rustls(err)) => Ok(matches!(
-                err,
-                rustls::Error::InvalidCertificate(_)
-                    | rustls::Error::NoCertificatesPresented
-                    | rustls::Error::UnsupportedNameType
+            Err(err) if rustls_error(&err).is_some() => Ok(!matches!(
+                rustls_error(&err),
+                Some(rustls::Error::InvalidMessage(_))
             )),
             Err(ureq::Error::Timeout(_)) | Err(ureq::Error::Protocol(_)) => Ok(false),
             Err(ureq::Error::Io(err))
@@ -284,7 +282,6 @@ impl Registry {
                     std::io::ErrorKind::UnexpectedEof
                         | std::io::ErrorKind::ConnectionReset
                         | std::io::ErrorKind::ConnectionAborted
-                        | std::io::ErrorKind::InvalidData
                         | std::io::ErrorKind::TimedOut
                         | std::io::ErrorKind::WouldBlock
                 ) =>
@@ -1110,8 +1107,8 @@ impl Registry {
             );
         }
         result.map_err(|err| {
-            let detail = match &err {
-                ureq::Error::Rustls(rustls::Error::InvalidCertificate(why)) => format!(
+            let detail = match rustls_error(&err) {
+                Some(rustls::Error::InvalidCertificate(why)) => format!(
                     "the registry's TLS certificate is not trusted ({why:?}); if it comes from a private CA, point \
                      SSL_CERT_FILE at that CA's PEM file"
                 ),
@@ -1225,6 +1222,17 @@ enum Mount {
 
 fn parse_token_response(body: &[u8]) -> Result<(String, Duration), String> {
     auth::parse_token_response(body)
+}
+
+/// The TLS failure behind a ureq error: reported as its own variant, or inside the I/O error of the handshake.
+fn rustls_error(err: &ureq::Error) -> Option<&rustls::Error> {
+    match err {
+        ureq::Error::Rustls(err) => Some(err),
+        ureq::Error::Io(err) => err
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<rustls::Error>()),
+        _ => None,
+    }
 }
 
 /// Connection-level failures worth another attempt; a malformed request is not.

@@ -6,6 +6,7 @@ mod bad_input;
 mod build;
 mod docs;
 mod faults;
+mod hostile;
 mod manifest;
 mod prune;
 mod push;

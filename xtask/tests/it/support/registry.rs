@@ -166,6 +166,22 @@ pub struct TestRegistry {
 
 impl TestRegistry {
     pub fn start(auth: Auth) -> TestRegistry {
+        TestRegistry::start_with(auth, None)
+    }
+
+    /// A registry that speaks only TLS, with this certificate and key (PEM).
+    pub fn start_tls(auth: Auth, cert: &Path, key: &Path) -> TestRegistry {
+        TestRegistry::start_with(auth, Some((cert, key)))
+    }
+
+    fn start_with(auth: Auth, tls: Option<(&Path, &Path)>) -> TestRegistry {
+        let tls_yaml = tls.map_or(String::new(), |(cert, key)| {
+            format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            )
+        });
         let dir = temp_dir("registry");
         let storage = dir.path().join("storage");
         std::fs::create_dir_all(&storage).unwrap();
@@ -207,7 +223,7 @@ impl TestRegistry {
             let config = format!(
                 "version: 0.1\nlog:\n  level: info\n  formatter: text\n\
                  storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
-                 http:\n  addr: {address}\n  secret: xtask-test-secret\n{auth_yaml}",
+                 http:\n  addr: {address}\n  secret: xtask-test-secret\n{tls_yaml}{auth_yaml}",
                 storage.display()
             );
             let config_path = dir.path().join("config.yml");
@@ -234,7 +250,13 @@ impl TestRegistry {
                     );
                     let mut answer = String::new();
                     let _ = stream.read_to_string(&mut answer);
-                    if answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.1 401") {
+                    // A TLS-only registry answers plain HTTP with 400 "Client sent an HTTP request to an
+                    // HTTPS server": up, too.
+                    let tls_up = tls.is_some() && answer.contains("HTTPS server");
+                    if answer.starts_with("HTTP/1.1 200")
+                        || answer.starts_with("HTTP/1.1 401")
+                        || tls_up
+                    {
                         return TestRegistry {
                             address,
                             auth,
@@ -468,6 +490,8 @@ pub struct TokenRequest {
     pub user: Option<String>,
     pub scopes: Vec<String>,
     pub granted: bool,
+    /// A POST of the OAuth2 refresh grant (an identity token) rather than a GET with Basic.
+    pub refresh: bool,
 }
 
 /// A Docker token server (the Bearer flow of GHCR and Docker Hub) on a free loopback port: checks Basic
@@ -526,13 +550,15 @@ impl TokenServer {
         let requests = server.requests.clone();
         let stop = server.stop.clone();
         let expected = format!("Basic {}", b64(format!("{user}:{password}").as_bytes()));
+        // An identity token (Docker's refresh token) is accepted when it equals the password.
+        let refresh_token = password.to_owned();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
                 let Ok(stream) = stream else { continue };
-                let _ = serve_token(stream, &signer, &expected, &requests);
+                let _ = serve_token(stream, &signer, &expected, &refresh_token, &requests);
             }
         });
         server
@@ -648,6 +674,7 @@ fn serve_token(
     stream: TcpStream,
     signer: &Signer,
     expected: &str,
+    refresh_token: &str,
     requests: &Mutex<Vec<TokenRequest>>,
 ) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -655,6 +682,7 @@ fn serve_token(
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
     let mut authorization = None;
+    let mut length = 0usize;
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
@@ -664,10 +692,28 @@ fn serve_token(
             if name.eq_ignore_ascii_case("authorization") {
                 authorization = Some(value.trim().to_owned());
             }
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().unwrap_or(0);
+            }
         }
     }
+    let mut form = vec![0; length.min(64 << 10)];
+    reader.read_exact(&mut form)?;
+    let form = String::from_utf8_lossy(&form).into_owned();
     let target = request_line.split(' ').nth(1).unwrap_or("");
-    let query = target.split_once('?').map_or("", |(_, q)| q);
+    let refresh = request_line.starts_with("POST ");
+    // The refresh grant carries its parameters in the form body; GET in the query.
+    let query = if refresh {
+        form.as_str()
+    } else {
+        target.split_once('?').map_or("", |(_, q)| q)
+    };
+    let field = |name: &str| {
+        query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix(&format!("{name}=")[..]))
+            .map(percent_decode)
+    };
     let scopes: Vec<String> = query
         .split('&')
         .filter_map(|pair| pair.strip_prefix("scope="))
@@ -679,19 +725,29 @@ fn serve_token(
         .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
         .and_then(|raw| String::from_utf8(raw).ok())
         .and_then(|pair| pair.split_once(':').map(|(u, _)| u.to_owned()));
-    let granted = authorization.as_deref() == Some(expected);
-    let anonymous = authorization.is_none();
+    let granted = if refresh {
+        field("grant_type").as_deref() == Some("refresh_token")
+            && field("refresh_token").as_deref() == Some(refresh_token)
+    } else {
+        authorization.as_deref() == Some(expected)
+    };
+    let anonymous = authorization.is_none() && !refresh;
     requests.lock().unwrap().push(TokenRequest {
         user: user.clone(),
         scopes: scopes.clone(),
         granted,
+        refresh,
     });
     let mut stream = stream;
     if granted || anonymous {
         // Anonymous callers get a token that grants nothing, as Docker Hub does for private repositories.
         let granted_scopes = if granted { scopes } else { Vec::new() };
         let token = signer.token(user.as_deref().unwrap_or("anonymous"), &granted_scopes);
-        let body = format!(r#"{{"token":"{token}","expires_in":300}}"#);
+        let body = if refresh {
+            format!(r#"{{"access_token":"{token}","expires_in":300}}"#)
+        } else {
+            format!(r#"{{"token":"{token}","expires_in":300}}"#)
+        };
         write!(
             stream,
             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
