@@ -72,14 +72,29 @@ fn triggers() {
 #[test]
 fn concurrency_and_permissions() {
     let wf = workflow();
+    // No workflow-level group: its cancel-in-progress would cancel a run's publish job with the rest of it.
+    assert!(
+        wf.get("concurrency").is_none(),
+        "a workflow-level concurrency group"
+    );
+    // A newer run of the same ref cancels the older one's planning and builds, each platform in its own group
+    // (one group for the matrix would have its jobs cancel each other).
+    let concurrency = |job: &str| get(&jobs(&wf)[job], "concurrency").clone();
+    let cancelling = |group: &str| -> Value {
+        serde_norway::from_str(&format!("{{group: '{group}', cancel-in-progress: true}}")).unwrap()
+    };
     assert_eq!(
-        str_of(&wf, "concurrency.group"),
-        "build-images-${{ github.ref }}"
+        concurrency("prepare"),
+        cancelling("build-images-plan-${{ github.ref }}")
     );
     assert_eq!(
-        get(&wf, "concurrency.cancel-in-progress").as_bool(),
-        Some(true)
+        concurrency("build"),
+        cancelling("build-images-build-${{ github.ref }}-${{ matrix.platform }}")
     );
+    // Publishing: one repository-wide group (no ref in its name), queued, never cancelled.
+    let publish: Value =
+        serde_norway::from_str("{group: build-images-publish, queue: max}").unwrap();
+    assert_eq!(concurrency("manifest"), publish);
 
     // contents: read for everything, packages: write where GHCR is written, nothing else anywhere.
     let read_only: Value = serde_norway::from_str("contents: read").unwrap();
@@ -385,19 +400,21 @@ fn every_xtask_command_parses_with_the_values_github_would_give() {
                     }
                 }
                 let argv = words(run, &env);
+                // `exec`: the runner signals the step's shell on a cancel, so the shell must become the xtask
+                // (cargo run replaces itself with the binary) for the signal to reach it.
                 assert_eq!(
-                    argv[..2],
-                    ["cargo", "xtask"],
-                    "every step is a cargo xtask call: {run}"
+                    argv[..3],
+                    ["exec", "cargo", "xtask"],
+                    "every step execs one cargo xtask call: {run}"
                 );
-                let args: Vec<std::ffi::OsString> = argv[2..].iter().map(Into::into).collect();
+                let args: Vec<std::ffi::OsString> = argv[3..].iter().map(Into::into).collect();
                 if let Err(err) = flags::parse(args.clone()) {
                     panic!(
                         "job {job_name:?}: `{}` is refused by the xtask: {err}",
                         argv.join(" ")
                     );
                 }
-                commands.push(argv[2..].join(" "));
+                commands.push(argv[3..].join(" "));
             }
         }
     }

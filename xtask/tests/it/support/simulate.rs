@@ -233,9 +233,9 @@ pub fn run(workflow: &Path, xtask: &Path, event: &Event, local: &Local, work: &P
                     .unwrap_or_default();
                 let argv = words(run, &env);
                 assert_eq!(
-                    argv[..2],
-                    ["cargo", "xtask"],
-                    "not a cargo xtask step: {run}"
+                    argv[..3],
+                    ["exec", "cargo", "xtask"],
+                    "not an exec cargo xtask step: {run}"
                 );
                 counter += 1;
                 let output = work.join(format!("output-{counter}"));
@@ -243,8 +243,8 @@ pub fn run(workflow: &Path, xtask: &Path, event: &Event, local: &Local, work: &P
                 std::fs::write(&output, "").unwrap();
                 std::fs::write(&summary, "").unwrap();
                 let mut cmd = Command::new(xtask);
-                cmd.args(&argv[2..])
-                    .args(local_args(&argv[2..], local))
+                cmd.args(&argv[3..])
+                    .args(local_args(&argv[3..], local))
                     .current_dir(&root);
                 for (key, _) in std::env::vars_os() {
                     let key = key.to_string_lossy().into_owned();
