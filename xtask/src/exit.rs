@@ -1,6 +1,7 @@
 //! Exit codes of the pipeline's contract, carried through `anyhow` errors.
 //!
-//! 2 invalid input or tag, 3 build failed, 4 registry failed after retries, 1 anything else.
+//! 2 invalid input or tag, 3 build failed, 4 registry failed after retries, 128 + n stopped by signal n (130
+//! SIGINT, 143 SIGTERM), 1 anything else.
 
 use std::fmt;
 
@@ -61,6 +62,16 @@ pub fn registry_answered(message: impl Into<String>, status: Option<u16>) -> any
     .into()
 }
 
+/// Stopped by a cancel (exit 128 + the signal's number).
+pub fn cancelled(signal: crate::signals::Signal, message: impl Into<String>) -> anyhow::Error {
+    Coded {
+        code: signal.exit_code(),
+        message: message.into(),
+        status: None,
+    }
+    .into()
+}
+
 /// The HTTP status of the registry failure in an error's chain, if it came from an answer.
 pub fn status_of(err: &anyhow::Error) -> Option<u16> {
     err.chain()
@@ -82,8 +93,9 @@ mod tests {
 
     #[test]
     fn code_survives_context() {
-        let cases: [(anyhow::Error, i32); 4] = [
+        let cases: [(anyhow::Error, i32); 5] = [
             (invalid("bad tag"), 2),
+            (cancelled(crate::signals::Signal(15), "stopped"), 143),
             (build_failed("podman build"), 3),
             (registry_failed("push"), 4),
             (anyhow::anyhow!("other"), 1),

@@ -12,6 +12,7 @@ mod image;
 mod oci;
 mod registry;
 mod session;
+mod signals;
 
 use std::path::{Path, PathBuf};
 

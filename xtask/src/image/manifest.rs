@@ -25,6 +25,7 @@ use crate::oci::{
 use crate::registry::reference::parse_targets;
 use crate::registry::{Reference, Repo, Repository};
 use crate::session::Session;
+use crate::signals::{self, Signal};
 use crate::{exit, flags};
 
 impl flags::Manifest {
@@ -100,7 +101,9 @@ pub fn recorded_targets(
 }
 
 /// The stage as CI and `image release` run it: publish, then prune what `latest` superseded, then the step
-/// outputs and summary. A prune failure is a warning: the new tag is live by then.
+/// outputs and summary. A prune failure is a warning: the new tag is live by then. From here on a cancel's signal
+/// is deferred (see [`signals`]): before the first tag move it stops the publish with nothing changed; after, the
+/// tags are finished, the prune is left for later, and the exit code still says the run was cancelled.
 pub fn publish_and_report(
     gh: &Github,
     repos: &[Repo],
@@ -108,6 +111,7 @@ pub fn publish_and_report(
     request: &Request,
     urls: &Urls,
 ) -> anyhow::Result<Published> {
+    signals::defer();
     let repositories: Vec<&dyn Repository> = repos.iter().map(|r| r as &dyn Repository).collect();
     let published = {
         let _group = gh.group(&format!(
@@ -115,9 +119,12 @@ pub fn publish_and_report(
             request.tag,
             repos.len()
         ));
-        publish(&repositories, request, &mut |call| {
-            println!("  {}", urls.line(call))
-        })
+        publish(
+            &repositories,
+            request,
+            &mut |call| println!("  {}", urls.line(call)),
+            &signals::received,
+        )
     };
     let published = match published {
         Ok(published) => published,
@@ -138,7 +145,16 @@ pub fn publish_and_report(
         println!("  {}", floating_line(floating));
     }
     let mut prune_summary = String::new();
-    for superseded in &published.superseded {
+    let cancelled = signals::received();
+    if let (Some(signal), false) = (cancelled, published.superseded.is_empty()) {
+        let note = format!(
+            "{signal} received while the tags moved: they were finished; the prune of what {} superseded is left              for the next release (or `cargo xtask image prune`)",
+            published.tag
+        );
+        gh.warning("image manifest: cancelled", &note);
+        prune_summary.push_str(&format!("\n{note}\n"));
+    }
+    for superseded in published.superseded.iter().filter(|_| cancelled.is_none()) {
         println!(
             "  {}",
             urls.line(&Call::Prune {
@@ -167,6 +183,15 @@ pub fn publish_and_report(
         .collect();
     gh.set_outputs(&outputs)?;
     gh.append_summary(&format!("{}{prune_summary}", summary(&published)))?;
+    if let Some(signal) = cancelled {
+        return Err(exit::cancelled(
+            signal,
+            format!(
+                "{signal} received while the tags moved: they were finished, and {} names {} in every target",
+                published.tag, published.digest
+            ),
+        ));
+    }
     Ok(published)
 }
 
@@ -613,12 +638,24 @@ pub struct Floating {
 }
 
 /// Runs the stage against `repos` (one per target): verify everything everywhere, push the list by digest, move
-/// the tags, read them back. `log` receives each call just before it is made.
+/// the tags, read them back. `log` receives each call just before it is made. `cancel` says whether a cancel has
+/// come: it is asked before each write up to the first tag move, where stopping changes nothing anyone sees, and
+/// never after, since tag moves once begun are finished so that every registry names the same digest.
 pub fn publish(
     repos: &[&dyn Repository],
     request: &Request,
     log: &mut dyn FnMut(&Call),
+    cancel: &dyn Fn() -> Option<Signal>,
 ) -> anyhow::Result<Published> {
+    let stop_if_cancelled = |what: &str| match cancel() {
+        Some(signal) => Err(exit::cancelled(
+            signal,
+            format!(
+                "{signal} received {what}: no tag was moved; rerun the same command to publish"
+            ),
+        )),
+        None => Ok(()),
+    };
     let list = assemble_list(&request.children);
     let targets: Vec<String> = repos.iter().map(|r| r.target().to_string()).collect();
     let mut durations = Durations::default();
@@ -689,6 +726,7 @@ pub fn publish(
     // 2. The list by digest everywhere: nothing points at it yet, so this changes what no one sees.
     let started = Instant::now();
     for (repo, target) in repos.iter().zip(&targets) {
+        stop_if_cancelled(&format!("before the list was pushed to {target}"))?;
         put(*repo, target, list.digest.as_str(), &list, log)
             .with_context(|| format!("push the manifest list to {target} (no tag was moved)"))?;
     }
@@ -697,6 +735,7 @@ pub fn publish(
     // 3. The tags, everywhere. Should a target refuse, every tag moved so far gets its previous manifest back: a
     // failed move may still have happened (the registry wrote it, then the answer was lost), and putting the
     // previous manifest back where it did not is harmless.
+    stop_if_cancelled("before the first tag move")?;
     let started = Instant::now();
     let mut done: Vec<(&dyn Repository, &str, &Option<Manifest>)> = Vec::new();
     for (tag, before) in &moves {
@@ -1439,7 +1478,7 @@ mod tests {
     ) -> anyhow::Result<Published> {
         let repos = [memory.repository(A), memory.repository(B)];
         let repos: Vec<&dyn Repository> = repos.iter().map(|r| r as &dyn Repository).collect();
-        publish(&repos, request, log)
+        publish(&repos, request, log, &|| None)
     }
 
     fn targets() -> Vec<Reference> {
@@ -1614,6 +1653,70 @@ mod tests {
                 memory.calls()
             );
         }
+    }
+
+    /// A cancel noted at every point of a publish: until the first tag move it stops the publish with every tag as
+    /// it was (exit 143); from then on the moves are finished and every registry names the new list.
+    #[test]
+    fn a_cancel_stops_before_the_tags_move_or_lets_them_finish() {
+        let (memory, request) = setup();
+        let mut calls = 0;
+        run_logged(&memory, &request, &mut |_| calls += 1).unwrap();
+        let list = assemble_list(&request.children);
+        let first_tag_move = {
+            let (memory, request) = setup();
+            let mut logged = Vec::new();
+            run_logged(&memory, &request, &mut |call| logged.push(call.clone())).unwrap();
+            logged
+                .iter()
+                .position(|call| matches!(call, Call::PutManifest { reference, .. } if reference == "latest"))
+                .expect("a tag move in the log")
+        };
+        let mut stopped = 0;
+        for at in 0..=calls {
+            let (memory, request) = setup();
+            let before = memory.tags();
+            let (seen, noted) = (std::cell::Cell::new(0), std::cell::Cell::new(false));
+            let repos = [memory.repository(A), memory.repository(B)];
+            let repos: Vec<&dyn Repository> = repos.iter().map(|r| r as &dyn Repository).collect();
+            let result = publish(
+                &repos,
+                &request,
+                &mut |_| {
+                    seen.set(seen.get() + 1);
+                    if seen.get() > at {
+                        noted.set(true);
+                    }
+                },
+                &|| noted.get().then_some(Signal(15)),
+            );
+            match result {
+                Err(err) => {
+                    stopped += 1;
+                    assert!(
+                        at < first_tag_move,
+                        "stopped after a tag moved (at {at}): {err:#}"
+                    );
+                    assert_eq!(exit::code_of(&err), 143, "{err:#}");
+                    assert!(format!("{err:#}").contains("SIGTERM received"), "{err:#}");
+                    assert_eq!(memory.tags(), before, "at {at}");
+                }
+                Ok(published) => {
+                    assert!(at >= first_tag_move, "went on although cancelled at {at}");
+                    for (target, tag, digest) in memory.tags() {
+                        assert_eq!(
+                            (tag.as_str(), &digest),
+                            ("latest", &list.digest),
+                            "{target}"
+                        );
+                    }
+                    assert_eq!(published.digest, list.digest);
+                }
+            }
+        }
+        // A cancel noted at any call before the first tag move stopped the publish.
+        assert_eq!(stopped, first_tag_move);
+        assert!(first_tag_move > 0);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 use crate::support;
+use crate::support::fault_proxy::{Fault, FaultProxy, Plan, Rule};
 use crate::support::registry::{self as harness, Auth, Export, Run, TempDir, TestRegistry, Xtask};
 
 const REPO: &str = "team/app";
@@ -89,6 +90,11 @@ impl World {
     }
 
     fn manifest(&self, tag: &str, extra: &[&str]) -> Xtask {
+        self.manifest_to(tag, &self.targets(), extra)
+    }
+
+    /// `image manifest` into `targets` (the registries, or proxies in front of them).
+    fn manifest_to(&self, tag: &str, targets: &[String], extra: &[&str]) -> Xtask {
         let mut args = vec![
             "image".to_owned(),
             "manifest".into(),
@@ -99,8 +105,8 @@ impl World {
             "--platforms".into(),
             "linux/amd64,linux/arm64".into(),
         ];
-        for target in self.targets() {
-            args.extend(["--to".to_owned(), target]);
+        for target in targets {
+            args.extend(["--to".to_owned(), target.clone()]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
         self.xtask().args(args)
@@ -500,4 +506,96 @@ fn floating_tags_move_forward_only_in_every_registry() {
         names.sort();
         assert_eq!(names, ["0", "0.1", "0.1.0", "0.1.1", "0.2", "0.2.0"]);
     }
+}
+
+/// A cancel as GitHub sends it (SIGINT first) during a two-registry publish, with a proxy in front of each registry
+/// holding one request so the signal lands at a known point. Before the first tag move: exit 130, every tag as it
+/// was, nothing written. While the tags move: they are finished, so both registries name the new list (exit 130
+/// still says the run was cancelled, and the prune is left for later). A rerun converges with nothing to do.
+#[test]
+fn a_cancel_changes_nothing_before_the_tags_move_and_lets_them_finish_once_begun() {
+    let (world, before) = world_with_latest();
+    let proxies = world
+        .registries()
+        .map(|r| FaultProxy::start(r.address.parse().unwrap(), Plan::default()));
+    let targets: Vec<String> = proxies.iter().map(|p| p.reference(REPO)).collect();
+    let hold = |proxy: &FaultProxy, method: &str| {
+        proxy.set_plan(Plan {
+            rules: vec![Rule {
+                method: Some(method.into()),
+                path_contains: Some("/manifests/latest".into()),
+                fault: Fault::Delay(std::time::Duration::from_secs(3)),
+                skip: 0,
+                remaining: Some(1),
+            }],
+            ..Plan::default()
+        })
+    };
+    let done_in_first = |method: &str| {
+        proxies[0]
+            .log()
+            .iter()
+            .any(|e| e.method == method && e.path.ends_with("/manifests/latest"))
+    };
+
+    // The second registry's read of the tag is held; the cancel comes once the first registry's read is done.
+    hold(&proxies[1], "GET");
+    let marks = world.marks();
+    let run = world
+        .manifest_to("latest", &targets, &[])
+        .run_signalled("INT", || done_in_first("GET"));
+    assert_eq!(run.code, 130, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("SIGINT received before") && run.stderr.contains("no tag was moved"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(world.tags(), before);
+    assert_eq!(world.writes_since(marks), Vec::<String>::new());
+
+    // The second registry's tag move is held; the cancel comes once the first registry's tag has moved.
+    for proxy in &proxies {
+        proxy.set_plan(Plan::default());
+    }
+    hold(&proxies[1], "PUT");
+    let run = world
+        .manifest_to("latest", &targets, &[])
+        .run_signalled("INT", || done_in_first("PUT"));
+    assert_eq!(run.code, 130, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr
+            .contains("SIGINT received while the tags moved: they were finished"),
+        "{}",
+        run.stderr
+    );
+    let after = world.tags();
+    let latest: Vec<&String> = after
+        .iter()
+        .filter(|(key, _)| key.ends_with(" latest"))
+        .map(|(_, digest)| digest)
+        .collect();
+    assert_eq!(latest.len(), 2, "{after:?}");
+    assert_eq!(latest[0], latest[1], "the registries disagree: {after:?}");
+    assert_ne!(
+        Some(latest[0]),
+        before
+            .iter()
+            .find(|(k, _)| k.ends_with(" latest"))
+            .map(|(_, d)| d),
+        "latest did not move"
+    );
+
+    // Rerunning the same command converges: the tag already names the list everywhere, so nothing moves.
+    world.manifest("latest", &[]).run().success();
+    let again = world.tags();
+    assert_eq!(
+        again
+            .iter()
+            .filter(|(k, _)| k.ends_with(" latest"))
+            .collect::<Vec<_>>(),
+        after
+            .iter()
+            .filter(|(k, _)| k.ends_with(" latest"))
+            .collect::<Vec<_>>()
+    );
 }

@@ -1016,7 +1016,27 @@ impl Xtask {
         self.env("CARGO_TARGET_DIR", dir)
     }
 
-    pub fn run(mut self) -> Run {
+    pub fn run(self) -> Run {
+        self.run_watched(|_| {})
+    }
+
+    /// Like [`Xtask::run`], with `kill -<signal>` sent to the process once `ready()` holds (checked every 10 ms).
+    pub fn run_signalled(self, signal: &str, ready: impl Fn() -> bool) -> Run {
+        let mut sent = false;
+        self.run_watched(|pid| {
+            if !sent && ready() {
+                let status = Command::new("kill")
+                    .args([format!("-{signal}"), pid.to_string()])
+                    .status()
+                    .expect("run kill");
+                assert!(status.success(), "kill -{signal} {pid} failed");
+                sent = true;
+            }
+        })
+    }
+
+    /// Runs the xtask to its end, calling `watch` with its pid while it runs.
+    fn run_watched(mut self, mut watch: impl FnMut(u32)) -> Run {
         let started = Instant::now();
         let mut child = self.command.spawn().expect("run the xtask binary");
         let pid = child.id();
@@ -1046,6 +1066,7 @@ impl Xtask {
             if let Some(status) = child.try_wait().unwrap() {
                 break status;
             }
+            watch(pid);
             std::thread::sleep(Duration::from_millis(10));
         };
         Run {
