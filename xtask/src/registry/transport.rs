@@ -224,9 +224,16 @@ fn load_roots(
                     dir.display()
                 )
             })?;
-            let mut paths: Vec<PathBuf> = entries.filter_map(|e| Some(e.ok()?.path())).collect();
+            // A hashed directory (c_rehash, update-ca-certificates) links each certificate under two or three
+            // names, and often holds SSL_CERT_FILE's bundle too: each file is read once, by where it really is.
+            let mut paths: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok()?.path().canonicalize().ok())
+                .filter(|p| p.is_file())
+                .collect();
             paths.sort();
-            for path in paths.iter().filter(|p| p.is_file()) {
+            paths.dedup();
+            let bundle = file.as_ref().and_then(|f| f.canonicalize().ok());
+            for path in paths.iter().filter(|p| Some(*p) != bundle.as_ref()) {
                 // A hashed directory holds other files too; only what parses as PEM counts.
                 certs.extend(read_pem(path).unwrap_or_default());
             }
@@ -240,6 +247,9 @@ fn load_roots(
     if certs.is_empty() && !explicit {
         return Ok(RootCerts::WebPki);
     }
+    // The same CA from the bundle and the directory is one trust anchor.
+    let mut seen = std::collections::HashSet::new();
+    certs.retain(|cert| seen.insert(cert.der().to_vec()));
     Ok(RootCerts::Specific(Arc::new(certs)))
 }
 
@@ -350,7 +360,23 @@ mod tests {
                 .next()
                 .unwrap();
             std::fs::write(&one, first).unwrap();
-            match load_roots(Some(one), None, &system) {
+            match load_roots(Some(one.clone()), None, &system) {
+                Ok(RootCerts::Specific(certs)) => assert_eq!(certs.len(), 1),
+                other => panic!("{other:?}"),
+            }
+            // A hashed directory that links the same CA under several names, and holds the bundle itself: one
+            // trust anchor, each file read once.
+            let hashed = dir.join("hashed");
+            std::fs::create_dir_all(&hashed).unwrap();
+            std::fs::copy(&one, hashed.join("ca.pem")).unwrap();
+            std::os::unix::fs::symlink(hashed.join("ca.pem"), hashed.join("5f618aec.0")).unwrap();
+            std::fs::copy(&one, hashed.join("bundle.crt")).unwrap();
+            std::fs::write(hashed.join("README"), "not a certificate").unwrap();
+            match load_roots(
+                Some(hashed.join("bundle.crt")),
+                Some(hashed.clone()),
+                &system,
+            ) {
                 Ok(RootCerts::Specific(certs)) => assert_eq!(certs.len(), 1),
                 other => panic!("{other:?}"),
             }
