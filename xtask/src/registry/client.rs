@@ -259,7 +259,7 @@ impl Registry {
     fn speaks_tls(&self, https: &Origin) -> Result<bool, RegistryError> {
         let agent = self
             .transport
-            .agent_with_timeout(https, TLS_PROBE_TIMEOUT.min(self.options.io_timeout))
+            .probe_agent(https, TLS_PROBE_TIMEOUT.min(self.options.io_timeout))
             .map_err(|why| self.plain_error("reach the registry", why))?;
         self.requests.fetch_add(1, Ordering::Relaxed);
         let outcome = agent.get(format!("{https}/v2/")).call();

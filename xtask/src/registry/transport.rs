@@ -127,28 +127,39 @@ impl Transport {
         Ok(agent)
     }
 
-    /// A one-off agent with other timeouts (the TLS probe of a loopback registry).
-    pub fn agent_with_timeout(
-        &self,
-        origin: &Origin,
-        timeout: Duration,
-    ) -> Result<ureq::Agent, String> {
+    /// A one-off agent for the TLS probe of a loopback registry, with its own timeouts. The probe only asks
+    /// whether the far end speaks TLS, and a certificate it rejects counts as yes, so it trusts the compiled-in
+    /// roots: nothing is read or parsed from the trust store for a registry that turns out to be plain HTTP.
+    pub fn probe_agent(&self, origin: &Origin, timeout: Duration) -> Result<ureq::Agent, String> {
         let settings = Settings {
             connect_timeout: timeout,
             io_timeout: timeout,
             ..self.settings.clone()
         };
-        self.build(self.settings.proxies.proxy_for(origin), &settings)
+        self.build_with(
+            self.settings.proxies.proxy_for(origin),
+            &settings,
+            RootCerts::WebPki,
+        )
     }
 
     fn build(&self, proxy: Option<&str>, settings: &Settings) -> Result<ureq::Agent, String> {
+        self.build_with(proxy, settings, trusted_roots()?)
+    }
+
+    fn build_with(
+        &self,
+        proxy: Option<&str>,
+        settings: &Settings,
+        roots: RootCerts,
+    ) -> Result<ureq::Agent, String> {
         let proxy = match proxy {
             Some(url) => Some(ureq::Proxy::new(url).map_err(|err| {
                 format!("the proxy {url:?} from the proxy variables is unusable ({err}); fix or unset it")
             })?),
             None => None,
         };
-        let tls = TlsConfig::builder().root_certs(trusted_roots()?).build();
+        let tls = TlsConfig::builder().root_certs(roots).build();
         Ok(ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
