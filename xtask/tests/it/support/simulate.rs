@@ -113,7 +113,7 @@ impl Outcome {
     pub fn commands(&self) -> Vec<String> {
         self.steps
             .iter()
-            .map(|s| s.command[2..].join(" "))
+            .map(|s| s.command[3..].join(" "))
             .collect()
     }
 }
