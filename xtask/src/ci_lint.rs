@@ -429,14 +429,23 @@ mod tests {
 
         let dir = root.join("target/ci-lint-test-actionlint");
         std::fs::create_dir_all(&dir).unwrap();
-        let broken = dir.join("broken.yml");
         let original = std::fs::read_to_string(&workflow).unwrap();
-        let text = original.replace("needs: [prepare, build]", "needs: [prepare, bulid]");
-        assert_ne!(text, original);
-        std::fs::write(&broken, text).unwrap();
-        let found = unexplained(
-            run_actionlint(&sh, &script, std::slice::from_ref(&broken)).unwrap(),
-            &labels,
+        // A copy of the workflow with `from` replaced by `to`, and what actionlint finds in it beyond the labels.
+        let findings_in_copy = |name: &str, from: &str, to: &str| {
+            let copy = dir.join(name);
+            let text = original.replace(from, to);
+            assert_ne!(text, original);
+            std::fs::write(&copy, text).unwrap();
+            let found = unexplained(
+                run_actionlint(&sh, &script, std::slice::from_ref(&copy)).unwrap(),
+                &labels,
+            );
+            (copy, found)
+        };
+        let (broken, found) = findings_in_copy(
+            "broken.yml",
+            "needs: [prepare, build]",
+            "needs: [prepare, bulid]",
         );
         assert!(
             found
@@ -445,13 +454,10 @@ mod tests {
             "{found:#?}"
         );
         // Another unknown key beside `queue` is still reported.
-        let other = dir.join("other-key.yml");
-        let text = original.replace("queue: max\n", "queue: max\n      queued: max\n");
-        assert_ne!(text, original);
-        std::fs::write(&other, text).unwrap();
-        let found = unexplained(
-            run_actionlint(&sh, &script, std::slice::from_ref(&other)).unwrap(),
-            &labels,
+        let (_, found) = findings_in_copy(
+            "other-key.yml",
+            "queue: max\n",
+            "queue: max\n      queued: max\n",
         );
         assert!(
             found

@@ -228,11 +228,7 @@ fn bait() -> Handler {
 }
 
 fn push(work: &Path, to: &str) -> Xtask {
-    Xtask::new()
-        .args(["image", "push", "--platform", "linux/amd64", "--digest-dir"])
-        .args([work.join("digests")])
-        .args(["--to", to])
-        .target_dir(work)
+    Xtask::push_amd64(work, to)
         .env("REGISTRY_USERNAME", USER)
         .env("REGISTRY_PASSWORD", MARKER)
         .env("XTASK_RETRY_BASE_MS", "1")
@@ -765,12 +761,7 @@ fn children_get_no_secrets_in_their_environment() {
     .unwrap();
     let work = export("child-env-push");
     let run = with_secrets(
-        Xtask::new()
-            .args(["image", "push", "--platform", "linux/amd64", "--digest-dir"])
-            .args([work.path().join("digests")])
-            .args(["--to", &registry.reference(REPO)])
-            .target_dir(work.path())
-            .env("REGISTRY_AUTH_FILE", &auth),
+        Xtask::push_amd64(work.path(), &registry.reference(REPO)).env("REGISTRY_AUTH_FILE", &auth),
     )
     .run()
     .success();
@@ -836,11 +827,7 @@ fn an_identity_token_is_exchanged_at_the_realm_never_sent_as_basic() {
     )
     .unwrap();
     let work = export("identity-push");
-    let run = Xtask::new()
-        .args(["image", "push", "--platform", "linux/amd64", "--digest-dir"])
-        .args([work.path().join("digests")])
-        .args(["--to", &registry.reference(REPO)])
-        .target_dir(work.path())
+    let run = Xtask::push_amd64(work.path(), &registry.reference(REPO))
         .env("REGISTRY_AUTH_FILE", &auth)
         .run()
         .success();

@@ -568,34 +568,19 @@ fn a_cancel_changes_nothing_before_the_tags_move_and_lets_them_finish_once_begun
         "{}",
         run.stderr
     );
-    let after = world.tags();
-    let latest: Vec<&String> = after
-        .iter()
-        .filter(|(key, _)| key.ends_with(" latest"))
-        .map(|(_, digest)| digest)
-        .collect();
-    assert_eq!(latest.len(), 2, "{after:?}");
-    assert_eq!(latest[0], latest[1], "the registries disagree: {after:?}");
-    assert_ne!(
-        Some(latest[0]),
-        before
-            .iter()
-            .find(|(k, _)| k.ends_with(" latest"))
-            .map(|(_, d)| d),
-        "latest did not move"
-    );
+    // What `latest` names in each registry.
+    let latest = |tags: &BTreeMap<String, String>| -> Vec<String> {
+        tags.iter()
+            .filter(|(key, _)| key.ends_with(" latest"))
+            .map(|(_, digest)| digest.clone())
+            .collect()
+    };
+    let after = latest(&world.tags());
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert_eq!(after[0], after[1], "the registries disagree: {after:?}");
+    assert_ne!(after, latest(&before), "latest did not move");
 
     // Rerunning the same command converges: the tag already names the list everywhere, so nothing moves.
     world.manifest("latest", &[]).run().success();
-    let again = world.tags();
-    assert_eq!(
-        again
-            .iter()
-            .filter(|(k, _)| k.ends_with(" latest"))
-            .collect::<Vec<_>>(),
-        after
-            .iter()
-            .filter(|(k, _)| k.ends_with(" latest"))
-            .collect::<Vec<_>>()
-    );
+    assert_eq!(latest(&world.tags()), after);
 }

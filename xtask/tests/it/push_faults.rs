@@ -17,11 +17,7 @@ fn setup(layer_sizes: &[u64]) -> (TestRegistry, FaultProxy, harness::TempDir, Ex
 }
 
 fn push(work: &Path, to: &str) -> Xtask {
-    Xtask::new()
-        .args(["image", "push", "--platform", "linux/amd64", "--digest-dir"])
-        .args([work.join("digests")])
-        .args(["--to", to])
-        .target_dir(work)
+    Xtask::push_amd64(work, to)
 }
 
 /// The proxy applies `fault` to the next `times` requests (`None`: all of them) with this method whose target

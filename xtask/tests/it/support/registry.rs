@@ -1011,6 +1011,15 @@ impl Xtask {
         self
     }
 
+    /// `image push --platform linux/amd64` of the export under `work` to `to`, its digest file in `work/digests`.
+    pub fn push_amd64(work: &Path, to: &str) -> Xtask {
+        Xtask::new()
+            .args(["image", "push", "--platform", "linux/amd64", "--digest-dir"])
+            .args([work.join("digests")])
+            .args(["--to", to])
+            .target_dir(work)
+    }
+
     /// Where `image push` looks for `image/<os>-<arch>/` (CARGO_TARGET_DIR).
     pub fn target_dir(self, dir: &Path) -> Xtask {
         self.env("CARGO_TARGET_DIR", dir)
