@@ -100,11 +100,21 @@ pub struct Settings {
     pub proxies: ProxyEnv,
 }
 
-/// Agents by route (direct, or through one proxy), made on first use. Redirects are never followed by ureq:
-/// the registry client follows them itself, so it knows where every answer came from.
+/// Each connection's input and output buffers. ureq zeroes them on a connection's first use, which in the
+/// unoptimised build `cargo xtask` runs is a byte-by-byte loop: at ureq's default 128 KiB it was a quarter of a
+/// whole re-push. 32 KiB holds any answer's head and one TLS record (16 KiB) with room to spare, and bodies stream
+/// through it in chunks either way.
+const BUFFER: usize = 32 * 1024;
+
+/// The longest answer head (status line and headers) accepted; registries send well under 2 KiB.
+const MAX_RESPONSE_HEAD: usize = 16 * 1024;
+
+/// Agents by route (direct, or through one proxy) and by whether the route speaks TLS, made on first use.
+/// Redirects are never followed by ureq: the registry client follows them itself, so it knows where every answer
+/// came from.
 pub struct Transport {
     settings: Settings,
-    agents: RefCell<HashMap<Option<String>, ureq::Agent>>,
+    agents: RefCell<HashMap<(Option<String>, bool), ureq::Agent>>,
 }
 
 impl Transport {
@@ -115,15 +125,27 @@ impl Transport {
         }
     }
 
-    /// The agent for a request to `origin`: the trust store must be readable (a bad `SSL_CERT_FILE` is an error
-    /// naming it), and a proxy URL must parse.
+    /// The agent for a request to `origin`: where the route speaks TLS the trust store must be readable (a bad
+    /// `SSL_CERT_FILE` is an error naming it), and a proxy URL must parse. A plain-HTTP registry reached directly
+    /// or through a plain-HTTP proxy never needs the trust store, so it is not read for one: parsing the system
+    /// bundle costs more than a whole re-push to a local registry.
     pub fn agent(&self, origin: &Origin) -> Result<ureq::Agent, String> {
         let proxy = self.settings.proxies.proxy_for(origin).map(str::to_owned);
-        if let Some(agent) = self.agents.borrow().get(&proxy) {
+        let tls = origin.https
+            || proxy
+                .as_deref()
+                .is_some_and(|p| !p.to_ascii_lowercase().starts_with("http://"));
+        let key = (proxy, tls);
+        if let Some(agent) = self.agents.borrow().get(&key) {
             return Ok(agent.clone());
         }
-        let agent = self.build(proxy.as_deref(), &self.settings)?;
-        self.agents.borrow_mut().insert(proxy, agent.clone());
+        let roots = if tls {
+            trusted_roots()?
+        } else {
+            RootCerts::WebPki
+        };
+        let agent = self.build_with(key.0.as_deref(), &self.settings, roots, BUFFER)?;
+        self.agents.borrow_mut().insert(key, agent.clone());
         Ok(agent)
     }
 
@@ -140,11 +162,8 @@ impl Transport {
             self.settings.proxies.proxy_for(origin),
             &settings,
             RootCerts::WebPki,
+            BUFFER,
         )
-    }
-
-    fn build(&self, proxy: Option<&str>, settings: &Settings) -> Result<ureq::Agent, String> {
-        self.build_with(proxy, settings, trusted_roots()?)
     }
 
     fn build_with(
@@ -152,6 +171,7 @@ impl Transport {
         proxy: Option<&str>,
         settings: &Settings,
         roots: RootCerts,
+        buffer: usize,
     ) -> Result<ureq::Agent, String> {
         let proxy = match proxy {
             Some(url) => Some(ureq::Proxy::new(url).map_err(|err| {
@@ -174,6 +194,9 @@ impl Transport {
             .timeout_recv_response(Some(settings.io_timeout))
             .timeout_recv_body(Some(settings.io_timeout))
             .user_agent(concat!("xtask-image/", env!("CARGO_PKG_VERSION")))
+            .input_buffer_size(buffer)
+            .output_buffer_size(buffer)
+            .max_response_header_size(MAX_RESPONSE_HEAD)
             .build()
             .new_agent())
     }

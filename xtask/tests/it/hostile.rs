@@ -696,6 +696,34 @@ fn a_registry_with_a_private_ca_is_used_over_tls_with_ssl_cert_file() {
     assert_eq!(sha256(&stored), digest, "{}", run.stdout);
 }
 
+#[test]
+#[ignore = "needs docker-registry and openssl (cargo xtask ci installs them)"]
+fn the_trust_store_is_read_only_for_a_registry_spoken_to_over_tls() {
+    let missing = "/nonexistent/xtask-test-bundle.pem";
+    // A plain-HTTP loopback registry: no TLS on the way, so a broken trust store setting is never read.
+    let plain = TestRegistry::start(Auth::basic(USER, MARKER));
+    let work = export("trust-plain");
+    push(work.path(), &plain.reference(REPO))
+        .env("SSL_CERT_FILE", missing)
+        .run()
+        .success();
+
+    // A TLS registry: the same setting is read, and named in the error.
+    let dir = harness::temp_dir("trust-tls");
+    let (_, cert, key) = private_ca(dir.path());
+    let tls = TestRegistry::start_tls(Auth::basic(USER, MARKER), &cert, &key);
+    let work = export("trust-tls");
+    let run = push(work.path(), &tls.reference(REPO))
+        .env("SSL_CERT_FILE", missing)
+        .run();
+    assert_eq!(run.code, 4, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!("SSL_CERT_FILE={missing}")),
+        "{}",
+        run.stderr
+    );
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // What children inherit
 
