@@ -79,6 +79,8 @@ xflags::xflags! {
                 optional --platforms platforms: String
                 /// Delete the superseded index after the tag moved (default for `latest`).
                 optional --prune-previous
+                /// Move `latest` even to an older commit than the one it names now (a deliberate rollback).
+                optional --allow-older
                 /// Registry host that may be reached over plain HTTP; repeatable.
                 repeated --insecure-registry insecure_registry: String
                 /// Print every registry call that would be made and change nothing.
@@ -101,6 +103,8 @@ xflags::xflags! {
                 optional --local
                 /// With --local: leave the throwaway registry running afterwards.
                 optional --keep
+                /// Move `latest` even to an older commit than the one it names now (a deliberate rollback).
+                optional --allow-older
                 /// Registry host that may be reached over plain HTTP; repeatable.
                 repeated --insecure-registry insecure_registry: String
                 /// Print every command and registry call in order and change nothing.

@@ -78,6 +78,11 @@ impl Github {
         eprintln!("{}", annotation(self.actions, "error", title, message));
     }
 
+    /// A notice annotation on the run (plain `notice: …` on stderr off GitHub).
+    pub fn notice(&self, title: &str, message: &str) {
+        eprintln!("{}", annotation(self.actions, "notice", title, message));
+    }
+
     /// A warning annotation on the run (plain `warning: …` on stderr off GitHub).
     pub fn warning(&self, title: &str, message: &str) {
         eprintln!("{}", annotation(self.actions, "warning", title, message));

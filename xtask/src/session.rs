@@ -158,6 +158,32 @@ impl Git {
     }
 }
 
+/// Ancestry from the checkout's own history, for `latest`'s forward-only rule. Revisions come from registry labels,
+/// so only full hexadecimal object names reach git; an answer other than yes or no (a commit the checkout does
+/// not have, as in a shallow CI clone) is unknown, and the recorded commit times decide instead.
+impl crate::image::manifest::History for Session {
+    fn is_ancestor(&self, older: &str, newer: &str) -> Option<bool> {
+        let object_name =
+            |r: &str| matches!(r.len(), 40 | 64) && r.bytes().all(|b| b.is_ascii_hexdigit());
+        if !object_name(older) || !object_name(newer) {
+            return None;
+        }
+        let sh = &self.sh;
+        let status = cmd!(sh, "git merge-base --is-ancestor {older} {newer}")
+            .quiet()
+            .ignore_status()
+            .ignore_stderr()
+            .output()
+            .ok()?
+            .status;
+        match status.code() {
+            Some(0) => Some(true),
+            Some(1) => Some(false),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,5 +217,36 @@ mod tests {
             session.config().unwrap().name,
             "mcp-taipei-metro-month-price"
         );
+    }
+
+    #[test]
+    fn ancestry_from_the_checkout() {
+        use crate::image::manifest::History;
+        let dir = std::env::temp_dir().join(format!("xtask-ancestry-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let session = Session::new(dir.clone()).unwrap();
+        let sh = &session.sh;
+        let commit = |message: &str| {
+            cmd!(sh, "git -c user.name=t -c user.email=t@example.invalid commit -q --allow-empty -m {message}")
+                .run()
+                .unwrap();
+            cmd!(sh, "git rev-parse HEAD").read().unwrap()
+        };
+        cmd!(sh, "git init -q").run().unwrap();
+        let (parent, child) = (commit("one"), commit("two"));
+        let unknown = "0".repeat(40);
+        let cases = [
+            (&parent, &child, Some(true)),
+            (&child, &parent, Some(false)),
+            (&parent, &parent, Some(true)),
+            (&unknown, &child, None),
+            (&"--help".to_owned(), &child, None),
+            (&parent[..12].to_owned(), &child, None),
+        ];
+        for (older, newer, want) in cases {
+            assert_eq!(session.is_ancestor(older, newer), want, "{older} {newer}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

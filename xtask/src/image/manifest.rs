@@ -9,6 +9,10 @@
 //! The core (digest files, list assembly, the order of calls, checks, outputs) is pure and tested here against an
 //! in-memory registry; `xtask/tests/it/manifest.rs` runs it against a real one.
 
+mod commits;
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -27,6 +31,10 @@ use crate::registry::{Reference, Repo, Repository};
 use crate::session::Session;
 use crate::signals::{self, Signal};
 use crate::{exit, flags};
+
+#[cfg(test)]
+pub use commits::NoHistory;
+pub use commits::{Commit, History};
 
 impl flags::Manifest {
     pub fn run(self, session: &mut Session) -> anyhow::Result<()> {
@@ -48,6 +56,7 @@ impl flags::Manifest {
         };
         let request = Request {
             prune_previous: self.prune_previous || tag == "latest",
+            monotonic: tag == "latest" && !self.allow_older,
             tag,
             floating,
             children: children.into_iter().map(|(child, _)| child).collect(),
@@ -61,7 +70,7 @@ impl flags::Manifest {
         session.registries.set_purpose("publish to");
         let repos = connect(session, &targets)?;
         let access = prune::Access::from_session(session, &targets)?;
-        publish_and_report(&session.github, &repos, &access, &request, &urls)?;
+        publish_and_report(&session.github, &repos, &access, &request, &urls, &*session)?;
         Ok(())
     }
 }
@@ -110,6 +119,7 @@ pub fn publish_and_report(
     access: &prune::Access,
     request: &Request,
     urls: &Urls,
+    history: &dyn History,
 ) -> anyhow::Result<Published> {
     signals::defer();
     let repositories: Vec<&dyn Repository> = repos.iter().map(|r| r as &dyn Repository).collect();
@@ -124,6 +134,7 @@ pub fn publish_and_report(
             request,
             &mut |call| println!("  {}", urls.line(call)),
             &signals::received,
+            history,
         )
     };
     let published = match published {
@@ -135,12 +146,24 @@ pub fn publish_and_report(
             return Err(err);
         }
     };
-    println!(
-        "published {} = {} in {}",
-        published.tag,
-        published.digest,
-        published.targets.join(", ")
-    );
+    match &published.kept {
+        Some(kept) => {
+            let line = kept.line(&published.tag, &published.digest);
+            println!("{line}");
+            if gh.actions {
+                gh.notice("image manifest: tag kept", &line);
+            }
+            for note in &kept.unconverged {
+                gh.warning("image manifest: registries disagree", note);
+            }
+        }
+        None => println!(
+            "published {} = {} in {}",
+            published.tag,
+            published.digest,
+            published.targets.join(", ")
+        ),
+    }
     for floating in &published.floating {
         println!("  {}", floating_line(floating));
     }
@@ -495,6 +518,9 @@ pub struct Request {
     pub children: Vec<Child>,
     /// Remove the index the tag pointed to before, once the new one is verified live (the default for `latest`).
     pub prune_previous: bool,
+    /// The tag only moves to a newer commit (`latest`, unless `--allow-older`): it stays where a newer commit's
+    /// list is, and every target is brought to that list.
+    pub monotonic: bool,
 }
 
 /// The calls a run makes when everything succeeds, in order. The config digests are not known before the child
@@ -507,7 +533,7 @@ pub fn planned_calls(request: &Request, targets: &[Reference], list: &Manifest) 
         .collect();
     calls_in_order(
         (&request.tag, &request.floating),
-        request.prune_previous,
+        (request.prune_previous, request.monotonic),
         &children,
         (list.digest.to_string(), Some(list.bytes.len())),
         targets,
@@ -518,7 +544,7 @@ pub fn planned_calls(request: &Request, targets: &[Reference], list: &Manifest) 
 /// list are named by what they will be.
 pub fn planned_calls_before_build(
     (tag, floating): (&str, &[String]),
-    prune_previous: bool,
+    (prune_previous, monotonic): (bool, bool),
     platforms: &[Platform],
     targets: &[Reference],
 ) -> Vec<Call> {
@@ -528,7 +554,7 @@ pub fn planned_calls_before_build(
         .collect();
     calls_in_order(
         (tag, floating),
-        prune_previous,
+        (prune_previous, monotonic),
         &children,
         ("<list digest>".to_owned(), None),
         targets,
@@ -537,7 +563,7 @@ pub fn planned_calls_before_build(
 
 fn calls_in_order(
     tags: (&str, &[String]),
-    prune_previous: bool,
+    (prune_previous, monotonic): (bool, bool),
     children: &[(String, Platform)],
     (list_digest, list_size): (String, Option<usize>),
     targets: &[Reference],
@@ -561,6 +587,15 @@ fn calls_in_order(
             });
         }
         calls.push(get(target, tag.to_owned()));
+        calls.push(get(target, list_digest.clone()));
+    }
+    // The commit the tag's list records, for a tag that only moves forward.
+    for target in targets.iter().filter(|_| monotonic) {
+        calls.push(get(target, format!("<first image of {tag}>")));
+        calls.push(Call::GetBlob {
+            target: target.clone(),
+            digest: format!("<config of {tag}>"),
+        });
     }
     // A floating tag's current version: the label of the first image of what it names.
     for floating in floating {
@@ -573,14 +608,24 @@ fn calls_in_order(
             });
         }
     }
-    for reference in std::iter::once(&list_digest).chain(&tags) {
+    let put_list = |target: &String, reference: &String| Call::PutManifest {
+        target: target.clone(),
+        reference: reference.clone(),
+        media_type: DOCKER_LIST.into(),
+        size: list_size,
+    };
+    for target in &targets {
+        calls.push(put_list(target, &list_digest));
+    }
+    // Asked again just before the moves: has a newer commit's release moved the tag meanwhile?
+    if monotonic {
         for target in &targets {
-            calls.push(Call::PutManifest {
-                target: target.clone(),
-                reference: reference.clone(),
-                media_type: DOCKER_LIST.into(),
-                size: list_size,
-            });
+            calls.push(get(target, tag.to_owned()));
+        }
+    }
+    for reference in &tags {
+        for target in &targets {
+            calls.push(put_list(target, reference));
         }
     }
     for (index, tag) in tags.iter().enumerate() {
@@ -596,6 +641,10 @@ fn calls_in_order(
     }
     calls
 }
+
+/// How long after its read-back a release whose list was already there looks at its tags once more: longer than a
+/// racing prune's DELETE takes to follow its last look at the tags.
+const PRUNE_SETTLE: Duration = Duration::from_millis(1500);
 
 /// A previous index, superseded by the new one in `target`: the prune stage's input.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -617,7 +666,43 @@ pub struct Published {
     pub previous: Vec<Option<Digest>>,
     /// Indexes to prune (only with `prune_previous`, and only where the tag really moved).
     pub superseded: Vec<Superseded>,
+    /// Set when the tag stayed on a newer commit's list (then `digest` is that list's, not this run's).
+    pub kept: Option<Kept>,
     pub durations: Durations,
+}
+
+/// Why a tag that only moves forward was left where it was.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Kept {
+    /// This run's list (pushed by digest only if the race was lost after the move).
+    pub list: Digest,
+    /// The commit the tag's list records, newer than this run's.
+    pub newer: Commit,
+    pub ours: Option<Commit>,
+    /// The newer release moved the tag after this run had: this run's move was undone by it.
+    pub raced: bool,
+    /// Targets that could not be brought to the newer list, with why.
+    pub unconverged: Vec<String>,
+}
+
+impl Kept {
+    /// `latest stays on a1b2c3 (commit 9f8e… of 2026-12-01T10:00:00Z), newer than this run's 1a2b… (…)`.
+    pub fn line(&self, tag: &str, digest: &Digest) -> String {
+        let ours = self.ours.as_ref().map_or(
+            "this run's images, which record no commit".to_owned(),
+            |c| format!("this run's commit {}", c.describe()),
+        );
+        let how = if self.raced {
+            "a racing release of it moved the tag after this run did"
+        } else {
+            "this run moved no tag"
+        };
+        format!(
+            "{tag} stays on {} (commit {}), newer than {ours}: {how}; `--allow-older` moves it back deliberately",
+            digest.short(),
+            self.newer.describe()
+        )
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -640,12 +725,14 @@ pub struct Floating {
 /// Runs the stage against `repos` (one per target): verify everything everywhere, push the list by digest, move
 /// the tags, read them back. `log` receives each call just before it is made. `cancel` says whether a cancel has
 /// come: it is asked before each write up to the first tag move, where stopping changes nothing anyone sees, and
-/// never after, since tag moves once begun are finished so that every registry names the same digest.
+/// never after, since tag moves once begun are finished so that every registry names the same digest. `history`
+/// says which of two commits descends from the other, for a tag that only moves forward (`latest`).
 pub fn publish(
     repos: &[&dyn Repository],
     request: &Request,
     log: &mut dyn FnMut(&Call),
     cancel: &dyn Fn() -> Option<Signal>,
+    history: &dyn History,
 ) -> anyhow::Result<Published> {
     let stop_if_cancelled = |what: &str| match cancel() {
         Some(signal) => Err(exit::cancelled(
@@ -671,20 +758,38 @@ pub fn publish(
 
     // 1. Read only: every child in every target, where each tag points now, and the version a floating tag names.
     let started = Instant::now();
-    let read_tag = |repo: &dyn Repository, target: &str, tag: &str, log: &mut dyn FnMut(&Call)| {
-        log(&Call::GetManifest {
-            target: target.to_owned(),
-            reference: tag.to_owned(),
-        });
-        repo.manifest(tag)
-            .with_context(|| format!("read the current tag {tag} in {target}"))
-    };
+    let mut ours = None;
     let mut previous = Vec::new();
+    // Where the list is there already (a release of the very images another tag names), a racing prune of that
+    // other tag's superseded list may be deleting it, and every tag naming it with it.
+    let mut there_before = Vec::new();
     for (repo, target) in repos.iter().zip(&targets) {
-        for child in &request.children {
-            verify_child(*repo, target, child, log)?;
+        for (index, child) in request.children.iter().enumerate() {
+            let labels = verify_child(*repo, target, child, log)?;
+            if index == 0 {
+                ours = labels.as_ref().and_then(Commit::from_labels);
+            }
         }
         previous.push(read_tag(*repo, target, &request.tag, log)?);
+        log(&Call::GetManifest {
+            target: target.clone(),
+            reference: list.digest.to_string(),
+        });
+        there_before.push(
+            repo.manifest(list.digest.as_str())
+                .with_context(|| format!("read the manifest list {} in {target}", list.digest))?
+                .is_some(),
+        );
+    }
+    let mut commits = Commits::new(ours, history);
+    // A tag that only moves forward stays where a newer commit's list is, and every target is brought to it.
+    if request.monotonic {
+        if let Some(newer) = commits.newest_other(repos, &previous, &list.digest, log)? {
+            durations.verify = started.elapsed();
+            return keep(
+                repos, request, &list, newer, previous, durations, &commits, log,
+            );
+        }
     }
     // Per floating tag: what it names in each target, and whether it moves (everywhere or nowhere).
     let mut floating = Vec::new();
@@ -732,6 +837,20 @@ pub fn publish(
     }
     durations.push_list = started.elapsed();
 
+    // A release that finished while this one verified and pushed may have moved the tag to a newer commit: asked
+    // again just before the moves, so the window in which a late run could put `latest` back is milliseconds.
+    if request.monotonic {
+        let mut now = Vec::new();
+        for (repo, target) in repos.iter().zip(&targets) {
+            now.push(read_tag(*repo, target, &request.tag, log)?);
+        }
+        if let Some(newer) = commits.newest_other(repos, &now, &list.digest, log)? {
+            return keep(repos, request, &list, newer, now, durations, &commits, log);
+        }
+        moves[0].1 = now.clone();
+        previous = now;
+    }
+
     // 3. The tags, everywhere. Should a target refuse, every tag moved so far gets its previous manifest back: a
     // failed move may still have happened (the registry wrote it, then the answer was lost), and putting the
     // previous manifest back where it did not is harmless.
@@ -754,17 +873,21 @@ pub fn publish(
     }
     durations.move_tag = started.elapsed();
 
-    // 4. Read back: every moved tag must now name the list, in every target.
+    // 4. Read back: every moved tag must now name the list, in every target. A tag that only moves forward may
+    // have been moved meanwhile by a racing release: then every target is brought to the newer commit's list.
     let started = Instant::now();
     let mut superseded = Vec::new();
+    let mut lost_to = None;
     for (tag, _) in &moves {
-        for ((repo, target), before) in repos.iter().zip(&targets).zip(&previous) {
+        let racing = request.monotonic && *tag == request.tag;
+        let mut named = Vec::new();
+        for (repo, target) in repos.iter().zip(&targets) {
             log(&Call::GetManifest {
                 target: target.clone(),
                 reference: tag.to_string(),
             });
-            let now = match repo.manifest(tag) {
-                Ok(now) => now,
+            match repo.manifest(tag) {
+                Ok(now) => named.push(now),
                 Err(err) => {
                     // Every registry acknowledged its move with the list's digest, so the publish happened;
                     // undoing it through a registry that cannot even be read would leave the registries
@@ -773,71 +896,335 @@ pub fn publish(
                     eprintln!(
                         "warning: could not read back tag {tag} in {target} after it was moved there: {err:#}"
                     );
-                    continue;
+                    named.push(Some(list.clone()));
                 }
-            };
-            let now_digest = now.map(|m| m.digest);
-            if now_digest.as_ref() != Some(&list.digest) {
-                return Err(exit::registry_failed(format!(
-                    "tag {tag} in {target} resolves to {} after the move, not to {}; another release may have \
-                     moved it meanwhile: check `skopeo inspect --raw docker://{target}:{tag}`",
-                    now_digest.map_or("nothing".to_owned(), |d| d.to_string()),
-                    list.digest,
-                )));
             }
-            if *tag != request.tag {
+        }
+        if racing {
+            if let Some(newer) = converge_race(repos, tag, &list, named.clone(), &mut commits, log)?
+            {
+                lost_to = Some(newer);
                 continue;
             }
-            if let Some(old) = before {
-                if request.prune_previous && old.digest != list.digest {
-                    superseded.push(Superseded {
-                        target: target.clone(),
-                        previous: old.digest.clone(),
-                        current: list.digest.clone(),
-                    });
+        } else {
+            for (target, now) in targets.iter().zip(&named) {
+                let now_digest = now.as_ref().map(|m| &m.digest);
+                if now_digest != Some(&list.digest) {
+                    return Err(exit::registry_failed(format!(
+                        "tag {tag} in {target} resolves to {} after the move, not to {}; another release may \
+                         have moved it meanwhile: check `skopeo inspect --raw docker://{target}:{tag}`",
+                        now_digest.map_or("nothing".to_owned(), |d| d.to_string()),
+                        list.digest,
+                    )));
                 }
+            }
+        }
+        if *tag != request.tag || !request.prune_previous {
+            continue;
+        }
+        for (target, before) in targets.iter().zip(&previous) {
+            if let Some(old) = before.as_ref().filter(|old| old.digest != list.digest) {
+                superseded.push(Superseded {
+                    target: target.clone(),
+                    previous: old.digest.clone(),
+                    current: list.digest.clone(),
+                });
             }
         }
     }
     // 5. A racing prune of the same list (a version released from the very images `latest` had) may have deleted
-    // it between the move and now, and its tags with it: put back what went, from the bytes verified above.
-    for (tag, _) in &moves {
-        for (repo, target) in repos.iter().zip(&targets) {
-            if matches!(repo.resolve(tag), Ok(None)) {
-                eprintln!(
-                    "warning: tag {tag} vanished from {target} after it was moved there (a racing prune deleted \
-                     its list); putting it back"
-                );
-                put(*repo, target, list.digest.as_str(), &list, log)
-                    .and_then(|()| put(*repo, target, tag, &list, log))
-                    .with_context(|| format!("put tag {tag} back in {target}"))?;
+    // it between the move and now, and its tags with it: put back what went, from the bytes verified above. Such
+    // a prune looked at the tags before this run's move and sends its DELETE after, so where the list was there
+    // before, the tags are looked at once more after the time that DELETE can take to arrive.
+    let vanished = |tag: &str, repo: &dyn Repository| matches!(repo.resolve(tag), Ok(None));
+    for pass in 0..2 {
+        // Only where a tag newly names a list that was there: a rerun that moved nothing has nothing to lose.
+        let watched: Vec<bool> = (0..targets.len())
+            .map(|i| {
+                let newly_named = moves
+                    .iter()
+                    .any(|(_, before)| before[i].as_ref().map(|m| &m.digest) != Some(&list.digest));
+                pass == 0 || (there_before[i] && newly_named)
+            })
+            .collect();
+        if pass == 1 && (lost_to.is_some() || !watched.contains(&true)) {
+            break;
+        }
+        if pass == 1 {
+            std::thread::sleep(PRUNE_SETTLE);
+        }
+        for (tag, _) in moves.iter().filter(|_| lost_to.is_none()) {
+            for ((repo, target), _) in repos
+                .iter()
+                .zip(&targets)
+                .zip(&watched)
+                .filter(|(_, w)| **w)
+            {
+                if vanished(tag, *repo) {
+                    eprintln!(
+                        "warning: tag {tag} vanished from {target} after it was moved there (a racing prune \
+                         deleted its list); putting it back"
+                    );
+                    put(*repo, target, list.digest.as_str(), &list, log)
+                        .and_then(|()| put(*repo, target, tag, &list, log))
+                        .with_context(|| format!("put tag {tag} back in {target}"))?;
+                }
             }
         }
     }
     durations.read_back = started.elapsed();
 
+    let previous = previous
+        .iter()
+        .map(|p| p.as_ref().map(|m| m.digest.clone()))
+        .collect();
+    let children = order(request.children.clone());
+    if let Some((newer, commit)) = lost_to {
+        // A newer commit's release moved the tag after this one did: its list stands everywhere, and pruning
+        // is its business.
+        return Ok(Published {
+            tag: request.tag.clone(),
+            floating,
+            digest: newer.digest.clone(),
+            targets,
+            children,
+            previous,
+            superseded: Vec::new(),
+            kept: Some(Kept {
+                list: list.digest.clone(),
+                newer: commit,
+                ours: commits.ours.clone(),
+                raced: true,
+                unconverged: Vec::new(),
+            }),
+            durations,
+        });
+    }
     Ok(Published {
         tag: request.tag.clone(),
         floating,
         digest: list.digest,
         targets,
+        children,
+        previous,
+        superseded,
+        kept: None,
+        durations,
+    })
+}
+
+fn read_tag(
+    repo: &dyn Repository,
+    target: &str,
+    tag: &str,
+    log: &mut dyn FnMut(&Call),
+) -> anyhow::Result<Option<Manifest>> {
+    log(&Call::GetManifest {
+        target: target.to_owned(),
+        reference: tag.to_owned(),
+    });
+    repo.manifest(tag)
+        .with_context(|| format!("read the current tag {tag} in {target}"))
+}
+
+/// The commits of this run's images and of what the tags name, each list's read once per target.
+struct Commits<'h> {
+    ours: Option<Commit>,
+    history: &'h dyn History,
+    known: Vec<(String, Digest, Option<Commit>)>,
+}
+
+impl<'h> Commits<'h> {
+    fn new(ours: Option<Commit>, history: &'h dyn History) -> Commits<'h> {
+        Commits {
+            ours,
+            history,
+            known: Vec::new(),
+        }
+    }
+
+    /// The commit `manifest` (read from `repo`) records.
+    fn of(
+        &mut self,
+        repo: &dyn Repository,
+        manifest: &Manifest,
+        log: &mut dyn FnMut(&Call),
+    ) -> anyhow::Result<Option<Commit>> {
+        let target = repo.target().to_string();
+        let known =
+            |(t, d, _): &&(String, Digest, Option<Commit>)| *t == target && *d == manifest.digest;
+        if let Some((_, _, commit)) = self.known.iter().find(known) {
+            return Ok(commit.clone());
+        }
+        let commit = labels_named(repo, &target, manifest, log)?
+            .as_ref()
+            .and_then(Commit::from_labels);
+        self.known
+            .push((target, manifest.digest.clone(), commit.clone()));
+        Ok(commit)
+    }
+
+    /// Of the lists `named` (one per target, other than `own`), the newest commit's, if newer than this run's.
+    fn newest_other(
+        &mut self,
+        repos: &[&dyn Repository],
+        named: &[Option<Manifest>],
+        own: &Digest,
+        log: &mut dyn FnMut(&Call),
+    ) -> anyhow::Result<Option<Newer>> {
+        let mut newest: Option<Newer> = None;
+        for (repo, manifest) in repos.iter().zip(named) {
+            let Some(manifest) = manifest.as_ref().filter(|m| m.digest != *own) else {
+                continue;
+            };
+            let commit = self.of(*repo, manifest, log)?;
+            let beats = |than: Option<&Commit>| {
+                commits::compare(than, commit.as_ref(), self.history) == Ordering::Greater
+            };
+            let newest_commit = newest.as_ref().map(|(_, c)| c);
+            if beats(self.ours.as_ref()) && newest_commit.is_none_or(|c| beats(Some(c))) {
+                let commit = commit.clone().expect("only a recorded commit is newer");
+                newest = Some((manifest.clone(), commit));
+            }
+        }
+        Ok(newest)
+    }
+}
+
+/// A list newer than this run's, and the commit it records.
+type Newer = (Manifest, Commit);
+
+/// The run's tag stays on a newer commit's list: nothing of this run is written, and each target whose tag names
+/// something else is brought to that list, where its children are there.
+#[allow(clippy::too_many_arguments)]
+fn keep(
+    repos: &[&dyn Repository],
+    request: &Request,
+    list: &Manifest,
+    (newer, commit): Newer,
+    previous: Vec<Option<Manifest>>,
+    durations: Durations,
+    commits: &Commits,
+    log: &mut dyn FnMut(&Call),
+) -> anyhow::Result<Published> {
+    let unconverged = converge(repos, &request.tag, &newer, &previous, log)?;
+    Ok(Published {
+        tag: request.tag.clone(),
+        floating: Vec::new(),
+        digest: newer.digest.clone(),
+        targets: repos.iter().map(|r| r.target().to_string()).collect(),
         children: order(request.children.clone()),
         previous: previous
             .iter()
             .map(|p| p.as_ref().map(|m| m.digest.clone()))
             .collect(),
-        superseded,
+        superseded: Vec::new(),
+        kept: Some(Kept {
+            list: list.digest.clone(),
+            newer: commit,
+            ours: commits.ours.clone(),
+            raced: false,
+            unconverged,
+        }),
         durations,
     })
 }
 
-/// The release version an index (or image) says it is: the version label of its first image's config.
-fn version_named(
+/// Puts `winner` under `tag` in every target where the tag (`named`, as read) names something else and the
+/// winner's children are there. Returns the targets it could not bring, with why.
+fn converge(
+    repos: &[&dyn Repository],
+    tag: &str,
+    winner: &Manifest,
+    named: &[Option<Manifest>],
+    log: &mut dyn FnMut(&Call),
+) -> anyhow::Result<Vec<String>> {
+    let children = winner.children().map_err(anyhow::Error::msg)?;
+    let mut unconverged = Vec::new();
+    for (repo, now) in repos.iter().zip(named) {
+        if now.as_ref().map(|m| &m.digest) == Some(&winner.digest) {
+            continue;
+        }
+        let target = repo.target().to_string();
+        let mut missing = None;
+        for child in &children {
+            log(&Call::GetManifest {
+                target: target.clone(),
+                reference: child.to_string(),
+            });
+            if repo.manifest(child.as_str())?.is_none() {
+                missing = Some(child.clone());
+                break;
+            }
+        }
+        if let Some(child) = missing {
+            unconverged.push(format!(
+                "{target}: {tag} left on {}; the newer list {} lists {child}, which is not there",
+                now.as_ref()
+                    .map_or("nothing".to_owned(), |m| m.digest.short().to_string()),
+                winner.digest.short()
+            ));
+            continue;
+        }
+        put(*repo, &target, winner.digest.as_str(), winner, log)
+            .and_then(|()| put(*repo, &target, tag, winner, log))
+            .with_context(|| {
+                format!(
+                    "bring {tag} in {target} to the newer list {}",
+                    winner.digest
+                )
+            })?;
+    }
+    Ok(unconverged)
+}
+
+/// After this run moved `tag` everywhere, what each target names (`named`) may differ: a racing release moved it
+/// in some. Brings every target to the newest commit's list and reads again, until all agree (a few rounds at
+/// most). `Some` when that list is not this run's.
+fn converge_race(
+    repos: &[&dyn Repository],
+    tag: &str,
+    list: &Manifest,
+    mut named: Vec<Option<Manifest>>,
+    commits: &mut Commits,
+    log: &mut dyn FnMut(&Call),
+) -> anyhow::Result<Option<Newer>> {
+    const ROUNDS: usize = 5;
+    for _ in 0..ROUNDS {
+        let winner = commits.newest_other(repos, &named, &list.digest, log)?;
+        let winning = winner.as_ref().map_or(list, |(m, _)| m);
+        if named
+            .iter()
+            .all(|m| m.as_ref().map(|m| &m.digest) == Some(&winning.digest))
+        {
+            return Ok(winner);
+        }
+        let unconverged = converge(repos, tag, winning, &named, log)?;
+        if !unconverged.is_empty() {
+            return Err(exit::registry_failed(format!(
+                "tag {tag} names different lists in the targets after racing releases, and one cannot be \
+                 brought to the newest: {}; rerun the newest commit's release",
+                unconverged.join("; ")
+            )));
+        }
+        named.clear();
+        for repo in repos {
+            named.push(read_tag(*repo, &repo.target().to_string(), tag, log)?);
+        }
+    }
+    Err(exit::registry_failed(format!(
+        "tag {tag} still names different lists in the targets after {ROUNDS} rounds of bringing them together \
+         (releases are still racing); rerun the newest commit's release"
+    )))
+}
+
+/// The labels of an index's first image's config (or of an image's own config); `None` where unreadable.
+fn labels_named(
     repo: &dyn Repository,
     target: &str,
     manifest: &Manifest,
     log: &mut dyn FnMut(&Call),
-) -> anyhow::Result<Option<semver::Version>> {
+) -> anyhow::Result<Option<BTreeMap<String, String>>> {
     let image = match manifest.children().map_err(anyhow::Error::msg)?.first() {
         Some(child) => {
             log(&Call::GetManifest {
@@ -863,12 +1250,23 @@ fn version_named(
     };
     Ok(ConfigFile::parse(&config)
         .ok()
-        .and_then(|config| config.config.labels)
-        .and_then(|labels| {
+        .and_then(|config| config.config.labels))
+}
+
+/// The release version an index (or image) says it is: the version label of its first image's config.
+fn version_named(
+    repo: &dyn Repository,
+    target: &str,
+    manifest: &Manifest,
+    log: &mut dyn FnMut(&Call),
+) -> anyhow::Result<Option<semver::Version>> {
+    Ok(
+        labels_named(repo, target, manifest, log)?.and_then(|labels| {
             labels
                 .get("org.opencontainers.image.version")
                 .and_then(|v| semver::Version::parse(v).ok())
-        }))
+        }),
+    )
 }
 
 fn put(
@@ -933,13 +1331,13 @@ fn restore(
 }
 
 /// Checks one child in one target: the manifest is there, is what the digest file says, and its config's
-/// os/architecture is the platform it is listed under.
+/// os/architecture is the platform it is listed under. Returns the config's labels.
 fn verify_child(
     repo: &dyn Repository,
     target: &str,
     child: &Child,
     log: &mut dyn FnMut(&Call),
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<BTreeMap<String, String>>> {
     let platform = child.platform;
     log(&Call::GetManifest {
         target: target.into(),
@@ -970,7 +1368,10 @@ fn verify_child(
                 child.digest
             ))
         })?;
-    check_child_config(target, child, &config_digest, &config)
+    check_child_config(target, child, &config_digest, &config)?;
+    Ok(ConfigFile::parse(&config)
+        .ok()
+        .and_then(|config| config.config.labels))
 }
 
 /// Checks a child manifest as read from `target` and returns its config digest.
@@ -1080,6 +1481,15 @@ pub fn outputs(published: &Published) -> Vec<(String, String)> {
             "references".to_owned(),
             serde_json::to_string(&references).expect("strings serialize"),
         ),
+        ("tag_moved".to_owned(), published.kept.is_none().to_string()),
+        (
+            "kept_because".to_owned(),
+            published
+                .kept
+                .as_ref()
+                .map(|kept| kept.line(&published.tag, &published.digest))
+                .unwrap_or_default(),
+        ),
     ];
     let mut keys: Vec<String> = Vec::new();
     for (target, reference) in published.targets.iter().zip(&references) {
@@ -1147,10 +1557,25 @@ fn floating_line(floating: &Floating) -> String {
 }
 
 pub fn summary(published: &Published) -> String {
-    let mut out = format!(
-        "### Image `{}` published\n\nManifest list `{}`\n\n| Registry | Reference | Before |\n|---|---|---|\n",
-        published.tag, published.digest
-    );
+    let mut out = match &published.kept {
+        None => format!("### Image `{}` published\n\n", published.tag),
+        Some(kept) => {
+            let mut out = format!(
+                "### Image `{}` left on a newer commit\n\n{}\n\nThis run's list `{}` was not tagged.\n\n",
+                published.tag,
+                kept.line(&published.tag, &published.digest),
+                kept.list
+            );
+            for note in &kept.unconverged {
+                out.push_str(&format!("Not brought to the newer list: {note}\n\n"));
+            }
+            out
+        }
+    };
+    out.push_str(&format!(
+        "Manifest list `{}`\n\n| Registry | Reference | Before |\n|---|---|---|\n",
+        published.digest
+    ));
     for (target, before) in published.targets.iter().zip(&published.previous) {
         let before = match before {
             Some(digest) if *digest == published.digest => "unchanged".to_owned(),
@@ -1444,10 +1869,47 @@ mod tests {
         platform: (&str, &str),
         version: &str,
     ) -> Child {
-        let config = format!(
-            r#"{{"os":"{}","architecture":"{}","config":{{"Healthcheck":{{}},"Labels":{{"org.opencontainers.image.version":"{version}"}}}}}}"#,
-            platform.0, platform.1
-        );
+        push_labelled(
+            memory,
+            target,
+            platform,
+            &[("org.opencontainers.image.version", version)],
+        )
+    }
+
+    /// An image built from `revision`, committed at `time` (seconds since the epoch).
+    fn push_commit(
+        memory: &Memory,
+        target: &str,
+        platform: (&str, &str),
+        (revision, time): (&str, u64),
+    ) -> Child {
+        let created = crate::image::meta::rfc3339(time);
+        push_labelled(
+            memory,
+            target,
+            platform,
+            &[
+                (commits::REVISION_LABEL, revision),
+                (commits::CREATED_LABEL, &created),
+            ],
+        )
+    }
+
+    /// An image whose config carries `labels`.
+    fn push_labelled(
+        memory: &Memory,
+        target: &str,
+        platform: (&str, &str),
+        labels: &[(&str, &str)],
+    ) -> Child {
+        let labels: BTreeMap<&str, &str> = labels.iter().copied().collect();
+        let config = serde_json::json!({
+            "os": platform.0,
+            "architecture": platform.1,
+            "config": {"Healthcheck": {}, "Labels": labels},
+        })
+        .to_string();
         let config_digest = memory.put_blob(target, config.as_bytes());
         let manifest = format!(
             r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST}","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","size":{},"digest":"{config_digest}"}},"layers":[]}}"#,
@@ -1478,7 +1940,7 @@ mod tests {
     ) -> anyhow::Result<Published> {
         let repos = [memory.repository(A), memory.repository(B)];
         let repos: Vec<&dyn Repository> = repos.iter().map(|r| r as &dyn Repository).collect();
-        publish(&repos, request, log, &|| None)
+        publish(&repos, request, log, &|| None, &NoHistory)
     }
 
     fn targets() -> Vec<Reference> {
@@ -1488,28 +1950,40 @@ mod tests {
     const A: &str = "a.example/team/app";
     const B: &str = "b.example/team/app";
 
-    /// Two registries, both platforms pushed to both, and an old `latest` in each.
-    fn setup() -> (Memory, Request) {
-        let memory = Memory::default();
+    /// Commits in order: the one `latest` names in [`setup`], the one it publishes, and a later one.
+    const OLD: (&str, u64) = ("a1", 1_000);
+    const NEW: (&str, u64) = ("b2", 2_000);
+    const NEWER: (&str, u64) = ("c3", 3_000);
+
+    /// Both platforms of `commit` pushed to both registries, untagged.
+    fn push_build(memory: &Memory, commit: (&str, u64)) -> Vec<Child> {
         let mut children = Vec::new();
         for target in [A, B] {
             children = vec![
-                push_image(&memory, target, ("linux", "amd64")),
-                push_image(&memory, target, ("linux", "arm64")),
+                push_commit(memory, target, ("linux", "amd64"), commit),
+                push_commit(memory, target, ("linux", "arm64"), commit),
             ];
-            let old = child(AMD, d('0'), 3);
-            let old_list = assemble_list(&[old]);
-            memory
-                .repository(target)
-                .put_manifest("latest", &old_list)
-                .unwrap();
         }
+        children
+    }
+
+    /// Two registries, both platforms of `NEW` pushed to both, and `latest` on the list of `OLD` in each.
+    fn setup() -> (Memory, Request) {
+        let memory = Memory::default();
+        let old = assemble_list(&push_build(&memory, OLD));
+        for target in [A, B] {
+            let repo = memory.repository(target);
+            repo.put_manifest(old.digest.as_str(), &old).unwrap();
+            repo.put_manifest("latest", &old).unwrap();
+        }
+        let children = push_build(&memory, NEW);
         memory.clear_calls();
         let request = Request {
             tag: "latest".into(),
             floating: Vec::new(),
             children,
             prune_previous: true,
+            monotonic: true,
         };
         (memory, request)
     }
@@ -1532,18 +2006,21 @@ mod tests {
         }
         // The log is the dry-run plan with the unknowns filled in.
         let plan = planned_calls(&request, &targets(), &list);
-        let logged_shapes: Vec<String> = logged.iter().map(shape).collect();
-        let plan_shapes: Vec<String> = plan
+        let plan: Vec<&Call> = plan
             .iter()
             .filter(|call| !matches!(call, Call::Prune { .. }))
-            .map(shape)
             .collect();
-        assert_eq!(logged_shapes, plan_shapes);
+        assert_eq!(logged.len(), plan.len(), "{logged:#?}\n{plan:#?}");
+        for (logged, planned) in logged.iter().zip(&plan) {
+            assert!(as_planned(logged, planned), "{logged} is not {planned}");
+        }
         // No write before every read of every target.
         let calls = memory.calls();
         let first_put = calls.iter().position(|c| c.starts_with("PUT")).unwrap();
         let reads = calls[..first_put].len();
-        assert_eq!(reads, 2 * (2 * 2 + 1), "{calls:?}");
+        // Per registry: two children and their configs, the tag, the list, and the first image and config of what
+        // the tag names.
+        assert_eq!(reads, 2 * (2 * 2 + 1 + 1 + 2), "{calls:?}");
         // Both lists pushed by digest before any tag moved.
         let puts: Vec<&String> = calls.iter().filter(|c| c.starts_with("PUT")).collect();
         assert_eq!(
@@ -1586,6 +2063,21 @@ mod tests {
         match call {
             Call::GetBlob { target, .. } => format!("GET blob {target}"),
             other => other.to_string(),
+        }
+    }
+
+    /// Whether a logged call is the planned one: equal, or a read of the manifest the plan could only name by
+    /// its place (`<first image of latest>`).
+    fn as_planned(logged: &Call, planned: &Call) -> bool {
+        match (logged, planned) {
+            (
+                Call::GetManifest { target, .. },
+                Call::GetManifest {
+                    target: planned_target,
+                    reference,
+                },
+            ) if reference.starts_with("<first image of ") => target == planned_target,
+            _ => shape(logged) == shape(planned),
         }
     }
 
@@ -1689,6 +2181,7 @@ mod tests {
                     }
                 },
                 &|| noted.get().then_some(Signal(15)),
+                &NoHistory,
             );
             match result {
                 Err(err) => {
@@ -1717,6 +2210,240 @@ mod tests {
         // A cancel noted at any call before the first tag move stopped the publish.
         assert_eq!(stopped, first_tag_move);
         assert!(first_tag_move > 0);
+    }
+
+    /// The list of `commit`'s build, pushed by digest and tagged `latest` in `targets`.
+    fn tag_build(memory: &Memory, commit: (&str, u64), targets: &[&str]) -> Manifest {
+        let list = assemble_list(&push_build(memory, commit));
+        for target in targets {
+            let repo = memory.repository(target);
+            repo.put_manifest(list.digest.as_str(), &list).unwrap();
+            repo.put_manifest("latest", &list).unwrap();
+        }
+        list
+    }
+
+    fn latest(memory: &Memory) -> Vec<(String, Digest)> {
+        memory
+            .tags()
+            .into_iter()
+            .filter(|(_, tag, _)| tag == "latest")
+            .map(|(target, _, digest)| (target, digest))
+            .collect()
+    }
+
+    #[test]
+    fn latest_never_goes_back_to_an_older_commit() {
+        struct Case {
+            name: &'static str,
+            /// What `latest` names in A and in B before the run (`None`: as `setup` left it, on OLD).
+            before: [Option<(&'static str, u64)>; 2],
+            /// Whose images are missing from B (their arm64 child), so nothing newer can be copied there.
+            missing_in_b: bool,
+            monotonic: bool,
+            history: &'static [&'static str],
+            /// What `latest` names in both afterwards: the run's own list, or the newest commit's.
+            want_ours: bool,
+            want_unconverged: usize,
+        }
+        let cases = [
+            Case {
+                name: "an older commit's latest moves forward",
+                before: [None, None],
+                missing_in_b: false,
+                monotonic: true,
+                history: &[],
+                want_ours: true,
+                want_unconverged: 0,
+            },
+            Case {
+                name: "a newer commit's latest stays",
+                before: [Some(NEWER), Some(NEWER)],
+                missing_in_b: false,
+                monotonic: true,
+                history: &[],
+                want_ours: false,
+                want_unconverged: 0,
+            },
+            Case {
+                name: "--allow-older moves it back",
+                before: [Some(NEWER), Some(NEWER)],
+                missing_in_b: false,
+                monotonic: false,
+                history: &[],
+                want_ours: true,
+                want_unconverged: 0,
+            },
+            Case {
+                name: "disagreeing registries are brought to the newest",
+                before: [Some(NEWER), None],
+                missing_in_b: false,
+                monotonic: true,
+                history: &[],
+                want_ours: false,
+                want_unconverged: 0,
+            },
+            Case {
+                name: "...where its children are there",
+                before: [Some(NEWER), None],
+                missing_in_b: true,
+                monotonic: true,
+                history: &[],
+                want_ours: false,
+                want_unconverged: 1,
+            },
+            // The history knows NEWER's commit as an ancestor of this run's, whatever its recorded time says.
+            Case {
+                name: "ancestry outweighs commit time",
+                before: [Some(NEWER), Some(NEWER)],
+                missing_in_b: false,
+                monotonic: true,
+                history: &["a1", "c3", "b2"],
+                want_ours: true,
+                want_unconverged: 0,
+            },
+        ];
+        struct Line(&'static [&'static str]);
+        impl History for Line {
+            fn is_ancestor(&self, older: &str, newer: &str) -> Option<bool> {
+                let at = |r: &str| self.0.iter().position(|c| *c == r);
+                Some(at(older)? <= at(newer)?)
+            }
+        }
+        for case in cases {
+            let (memory, mut request) = setup();
+            request.monotonic = case.monotonic;
+            let mut newest = None;
+            for (target, before) in [A, B].iter().zip(case.before) {
+                if let Some(commit) = before {
+                    newest = Some(tag_build(&memory, commit, &[target]));
+                }
+            }
+            if case.missing_in_b {
+                let newer = newest.as_ref().unwrap();
+                memory.remove_manifest(B, &newer.children().unwrap()[1]);
+            }
+            let tags_before = latest(&memory);
+            memory.clear_calls();
+            let repos = [memory.repository(A), memory.repository(B)];
+            let repos: Vec<&dyn Repository> = repos.iter().map(|r| r as &dyn Repository).collect();
+            let published = publish(&repos, &request, &mut |_| {}, &|| None, &Line(case.history))
+                .unwrap_or_else(|err| panic!("{}: {err:#}", case.name));
+            let ours = assemble_list(&request.children).digest;
+            let after = latest(&memory);
+            if case.want_ours {
+                assert!(published.kept.is_none(), "{}", case.name);
+                assert_eq!(published.digest, ours, "{}", case.name);
+                assert!(
+                    after.iter().all(|(_, d)| *d == ours),
+                    "{}: {after:?}",
+                    case.name
+                );
+                continue;
+            }
+            let newer = newest.expect("a newer list in the case");
+            let kept = published
+                .kept
+                .as_ref()
+                .unwrap_or_else(|| panic!("{}: not kept", case.name));
+            assert_eq!(published.digest, newer.digest, "{}", case.name);
+            assert_eq!(kept.list, ours, "{}", case.name);
+            assert_eq!(kept.newer.revision, NEWER.0, "{}", case.name);
+            assert!(!kept.raced, "{}", case.name);
+            assert_eq!(
+                kept.unconverged.len(),
+                case.want_unconverged,
+                "{}: {:?}",
+                case.name,
+                kept.unconverged
+            );
+            assert!(published.superseded.is_empty(), "{}", case.name);
+            // Nothing of this run was written: its list is nowhere, and no tag names it.
+            assert!(
+                !memory
+                    .calls()
+                    .iter()
+                    .any(|c| c.starts_with("PUT") && c.contains(ours.as_str())),
+                "{}: {:?}",
+                case.name,
+                memory.calls()
+            );
+            let want: Vec<(String, Digest)> = if case.want_unconverged == 0 {
+                [A, B]
+                    .iter()
+                    .map(|t| (t.to_string(), newer.digest.clone()))
+                    .collect()
+            } else {
+                tags_before
+            };
+            assert_eq!(after, want, "{}", case.name);
+            let outputs = outputs(&published);
+            assert!(
+                outputs.contains(&("tag_moved".into(), "false".into())),
+                "{}",
+                case.name
+            );
+            let line = kept.line("latest", &published.digest);
+            assert!(
+                line.contains("latest stays on")
+                    && line.contains("newer than this run's commit b2"),
+                "{line}"
+            );
+            assert!(summary(&published).contains(&line), "{}", case.name);
+        }
+    }
+
+    #[test]
+    fn racing_releases_of_latest_end_on_the_newest_everywhere() {
+        // Between this run's moves and its read-back another release moves `latest` in one registry: a newer
+        // commit's in A (this run lost), or an older commit's in B (this run's list goes back there).
+        for (name, racer, into, ours_wins) in [
+            ("newer in A", NEWER, A, false),
+            ("older in B", OLD, B, true),
+        ] {
+            let (memory, request) = setup();
+            let racer = assemble_list(&push_build(&memory, racer));
+            let repos = [memory.repository(A), memory.repository(B)];
+            let repos: Vec<&dyn Repository> = repos.iter().map(|r| r as &dyn Repository).collect();
+            let (mut moves, mut raced) = (0, false);
+            let published = publish(
+                &repos,
+                &request,
+                &mut |call| {
+                    if matches!(call, Call::PutManifest { reference, .. } if reference == "latest") {
+                        moves += 1;
+                    }
+                    if moves == 2 && !raced && matches!(call, Call::GetManifest { reference, .. } if reference == "latest") {
+                        raced = true;
+                        let repo = memory.repository(into);
+                        repo.put_manifest(racer.digest.as_str(), &racer).unwrap();
+                        repo.put_manifest("latest", &racer).unwrap();
+                    }
+                },
+                &|| None,
+                &NoHistory,
+            )
+            .unwrap_or_else(|err| panic!("{name}: {err:#}"));
+            assert!(raced, "{name}");
+            let ours = assemble_list(&request.children).digest;
+            let want = if ours_wins { &ours } else { &racer.digest };
+            assert!(
+                latest(&memory).iter().all(|(_, d)| d == want),
+                "{name}: {:?}",
+                latest(&memory)
+            );
+            assert_eq!(&published.digest, want, "{name}");
+            match &published.kept {
+                Some(kept) => {
+                    assert!(!ours_wins && kept.raced, "{name}");
+                    assert!(
+                        published.superseded.is_empty(),
+                        "{name}: a lost race prunes nothing"
+                    );
+                }
+                None => assert!(ours_wins, "{name}"),
+            }
+        }
     }
 
     #[test]
@@ -1759,6 +2486,7 @@ mod tests {
                 floating: vec![format!("{}.{}", v.major, v.minor), v.major.to_string()],
                 children,
                 prune_previous: false,
+                monotonic: false,
             };
             let published = run(&memory, &request).unwrap();
             let moves: Vec<(String, bool, String)> = published
@@ -1867,7 +2595,7 @@ mod tests {
             &format!("PRUNE  {B} superseded <previous>")
         );
         let unbuilt: Vec<String> =
-            planned_calls_before_build(("latest", &[]), true, &[AMD, ARM], &targets())
+            planned_calls_before_build(("latest", &[]), (true, true), &[AMD, ARM], &targets())
                 .iter()
                 .map(|c| c.to_string())
                 .collect();
@@ -1893,6 +2621,7 @@ mod tests {
             children: vec![child(AMD, d('1'), 528), child(ARM, d('2'), 529)],
             previous: vec![Some(d('e')), None, Some(d('f'))],
             superseded: vec![],
+            kept: None,
             durations: Durations {
                 verify: Duration::from_millis(1300),
                 ..Durations::default()
@@ -1916,6 +2645,8 @@ mod tests {
                     d('f')
                 ),
             ),
+            ("tag_moved", "true".into()),
+            ("kept_because", String::new()),
             ("ref_ghcr_io", format!("ghcr.io/o/app:latest@{}", d('f'))),
             ("ref_docker_io", format!("docker.io/o/app:latest@{}", d('f'))),
             ("ref_docker_io_2", format!("docker.io/o/app2:latest@{}", d('f'))),

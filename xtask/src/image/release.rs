@@ -109,6 +109,8 @@ pub struct Release {
     targets: Vec<Reference>,
     digest_dir: PathBuf,
     insecure: Vec<String>,
+    /// `--allow-older`: `latest` may move to an older commit.
+    allow_older: bool,
     local: Option<Local>,
 }
 
@@ -134,6 +136,11 @@ struct Progress {
 }
 
 impl Release {
+    /// Whether the tag only moves forward in commits: `latest`, unless `--allow-older`.
+    fn monotonic(&self) -> bool {
+        self.plan.tag == "latest" && !self.allow_older
+    }
+
     fn plan(
         flags: &flags::Release,
         session: &mut Session,
@@ -194,6 +201,7 @@ impl Release {
             targets: parse_targets(&plan.targets)?,
             digest_dir: build.out_dir.join("digests"),
             insecure: flags.insecure_registry.clone(),
+            allow_older: flags.allow_older,
             plan,
             build,
             local,
@@ -280,7 +288,7 @@ impl Release {
                     ),
                     manifest::planned_calls_before_build(
                         (&self.plan.tag, &self.plan.floating_tags),
-                        self.plan.prune_previous,
+                        (self.plan.prune_previous, self.monotonic()),
                         &self.platforms(),
                         &self.targets,
                     )
@@ -459,6 +467,7 @@ impl Release {
                         .map(|(child, _)| child)
                         .collect(),
                     prune_previous: self.plan.prune_previous,
+                    monotonic: self.monotonic(),
                 };
                 session.registries.set_purpose("publish to");
                 let repos = manifest::connect(session, &self.targets)?;
@@ -470,6 +479,7 @@ impl Release {
                     &access,
                     &request,
                     &urls,
+                    &*session,
                 )?);
             }
             Step::PullBack => {
