@@ -22,6 +22,10 @@ pub struct Session {
     pub target_dir: PathBuf,
     pub github: Github,
     pub registries: Registries,
+    /// How long after its read-back a publish that moved a tag looks at it once more: longer than a racing release
+    /// takes from its last look at the tag to its move, or a racing prune from its last look at the tags to its
+    /// DELETE. 1.5 s; `XTASK_SETTLE_MS` for tests that publish many times.
+    pub settle: std::time::Duration,
     /// `$SOURCE_DATE_EPOCH` as given.
     source_date_epoch: Option<String>,
     config: OnceCell<ImageConfig>,
@@ -53,6 +57,12 @@ impl Session {
             root,
             github: Github::from_env(),
             registries: Registries::new(Env::from_process(), Options::from_env(Vec::new())),
+            settle: std::time::Duration::from_millis(
+                std::env::var("XTASK_SETTLE_MS")
+                    .ok()
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(1_500),
+            ),
             source_date_epoch: std::env::var("SOURCE_DATE_EPOCH")
                 .ok()
                 .filter(|v| !v.trim().is_empty()),

@@ -57,6 +57,7 @@ impl flags::Manifest {
         let request = Request {
             prune_previous: self.prune_previous || tag == "latest",
             monotonic: tag == "latest" && !self.allow_older,
+            settle: session.settle,
             tag,
             floating,
             children: children.into_iter().map(|(child, _)| child).collect(),
@@ -206,11 +207,17 @@ pub fn publish_and_report(
         .collect();
     gh.set_outputs(&outputs)?;
     gh.append_summary(&format!("{}{prune_summary}", summary(&published)))?;
-    if let Some(signal) = cancelled {
+    // A cancel during the prune let it finish (it puts back whatever a racing release needs); the exit code still
+    // says the run was cancelled.
+    let during = match cancelled {
+        Some(_) => "while the tags moved: they were finished",
+        None => "while the superseded index was pruned: the prune was finished",
+    };
+    if let Some(signal) = cancelled.or_else(signals::received) {
         return Err(exit::cancelled(
             signal,
             format!(
-                "{signal} received while the tags moved: they were finished, and {} names {} in every target",
+                "{signal} received {during}, and {} names {} in every target",
                 published.tag, published.digest
             ),
         ));
@@ -521,6 +528,8 @@ pub struct Request {
     /// The tag only moves to a newer commit (`latest`, unless `--allow-older`): it stays where a newer commit's
     /// list is, and every target is brought to that list.
     pub monotonic: bool,
+    /// How long after the read-back a run that moved a tag looks at it once more (see [`Session::settle`]).
+    pub settle: Duration,
 }
 
 /// The calls a run makes when everything succeeds, in order. The config digests are not known before the child
@@ -628,23 +637,21 @@ fn calls_in_order(
             calls.push(put_list(target, reference));
         }
     }
-    for (index, tag) in tags.iter().enumerate() {
+    // The read-back; for a tag that only moves forward, once more after the pause; then the prune.
+    let read_back = tags.iter().chain(monotonic.then_some(&tags[0]));
+    for tag in read_back {
         for target in &targets {
             calls.push(get(target, tag.clone()));
-            if index == 0 && prune_previous {
-                calls.push(Call::Prune {
-                    target: target.clone(),
-                    previous: "<previous>".into(),
-                });
-            }
         }
+    }
+    for target in targets.iter().filter(|_| prune_previous) {
+        calls.push(Call::Prune {
+            target: target.clone(),
+            previous: "<previous>".into(),
+        });
     }
     calls
 }
-
-/// How long after its read-back a release whose list was already there looks at its tags once more: longer than a
-/// racing prune's DELETE takes to follow its last look at the tags.
-const PRUNE_SETTLE: Duration = Duration::from_millis(1500);
 
 /// A previous index, superseded by the new one in `target`: the prune stage's input.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -686,7 +693,7 @@ pub struct Kept {
 }
 
 impl Kept {
-    /// `latest stays on a1b2c3 (commit 9f8e… of 2026-12-01T10:00:00Z), newer than this run's 1a2b… (…)`.
+    /// `latest stays on sha256:a1b2… (commit 9f8e… of 2026-12-01T10:00:00Z), newer than this run's commit 1a2b… of …`.
     pub fn line(&self, tag: &str, digest: &Digest) -> String {
         let ours = self.ours.as_ref().map_or(
             "this run's images, which record no commit".to_owned(),
@@ -880,26 +887,7 @@ pub fn publish(
     let mut lost_to = None;
     for (tag, _) in &moves {
         let racing = request.monotonic && *tag == request.tag;
-        let mut named = Vec::new();
-        for (repo, target) in repos.iter().zip(&targets) {
-            log(&Call::GetManifest {
-                target: target.clone(),
-                reference: tag.to_string(),
-            });
-            match repo.manifest(tag) {
-                Ok(now) => named.push(now),
-                Err(err) => {
-                    // Every registry acknowledged its move with the list's digest, so the publish happened;
-                    // undoing it through a registry that cannot even be read would leave the registries
-                    // disagreeing. Only the check for a concurrent release is lost, and pruning waits for a run
-                    // that can read it.
-                    eprintln!(
-                        "warning: could not read back tag {tag} in {target} after it was moved there: {err:#}"
-                    );
-                    named.push(Some(list.clone()));
-                }
-            }
-        }
+        let named = read_back(repos, tag, &list, log);
         if racing {
             if let Some(newer) = converge_race(repos, tag, &list, named.clone(), &mut commits, log)?
             {
@@ -933,43 +921,37 @@ pub fn publish(
         }
     }
     // 5. A racing prune of the same list (a version released from the very images `latest` had) may have deleted
-    // it between the move and now, and its tags with it: put back what went, from the bytes verified above. Such
-    // a prune looked at the tags before this run's move and sends its DELETE after, so where the list was there
-    // before, the tags are looked at once more after the time that DELETE can take to arrive.
-    let vanished = |tag: &str, repo: &dyn Repository| matches!(repo.resolve(tag), Ok(None));
-    for pass in 0..2 {
-        // Only where a tag newly names a list that was there: a rerun that moved nothing has nothing to lose.
-        let watched: Vec<bool> = (0..targets.len())
-            .map(|i| {
-                let newly_named = moves
+    // it between the move and now, and its tags with it: put back what went, from the bytes verified above.
+    let all: Vec<bool> = vec![true; targets.len()];
+    if lost_to.is_none() {
+        put_back_vanished(repos, &moves, &list, &all, log)?;
+    }
+    // 6. Registries have no compare-and-swap on tags: a release of an older commit that looked at `latest` just
+    // before this run moved it can move it back a moment later, and a racing prune that looked at the tags before
+    // this run's move sends its DELETE after. So once more, after a pause longer than either takes: `latest` is
+    // brought to the newest commit's list again, and vanished tags are put back. Only where something moved: a
+    // rerun that moved nothing has nothing to lose.
+    let moved_latest = request.monotonic
+        && previous
+            .iter()
+            .any(|p| p.as_ref().map(|m| &m.digest) != Some(&list.digest));
+    // A prune can only be deleting a list that was there before, and only where a tag newly names it.
+    let exposed: Vec<bool> = (0..targets.len())
+        .map(|i| {
+            there_before[i]
+                && moves
                     .iter()
-                    .any(|(_, before)| before[i].as_ref().map(|m| &m.digest) != Some(&list.digest));
-                pass == 0 || (there_before[i] && newly_named)
-            })
-            .collect();
-        if pass == 1 && (lost_to.is_some() || !watched.contains(&true)) {
-            break;
+                    .any(|(_, before)| before[i].as_ref().map(|m| &m.digest) != Some(&list.digest))
+        })
+        .collect();
+    if lost_to.is_none() && (moved_latest || exposed.contains(&true)) {
+        std::thread::sleep(request.settle);
+        if moved_latest {
+            let named = read_back(repos, &request.tag, &list, log);
+            lost_to = converge_race(repos, &request.tag, &list, named, &mut commits, log)?;
         }
-        if pass == 1 {
-            std::thread::sleep(PRUNE_SETTLE);
-        }
-        for (tag, _) in moves.iter().filter(|_| lost_to.is_none()) {
-            for ((repo, target), _) in repos
-                .iter()
-                .zip(&targets)
-                .zip(&watched)
-                .filter(|(_, w)| **w)
-            {
-                if vanished(tag, *repo) {
-                    eprintln!(
-                        "warning: tag {tag} vanished from {target} after it was moved there (a racing prune \
-                         deleted its list); putting it back"
-                    );
-                    put(*repo, target, list.digest.as_str(), &list, log)
-                        .and_then(|()| put(*repo, target, tag, &list, log))
-                        .with_context(|| format!("put tag {tag} back in {target}"))?;
-                }
-            }
+        if lost_to.is_none() {
+            put_back_vanished(repos, &moves, &list, &exposed, log)?;
         }
     }
     durations.read_back = started.elapsed();
@@ -1011,6 +993,62 @@ pub fn publish(
         kept: None,
         durations,
     })
+}
+
+/// What `tag` names in each target after this run moved it to `list`. Every registry acknowledged its move with
+/// the list's digest, so the publish happened; undoing it through a registry that cannot even be read would leave
+/// the registries disagreeing. So an unreadable one is a warning and counts as naming the list: only the check for
+/// a concurrent release is lost there.
+fn read_back(
+    repos: &[&dyn Repository],
+    tag: &str,
+    list: &Manifest,
+    log: &mut dyn FnMut(&Call),
+) -> Vec<Option<Manifest>> {
+    let mut named = Vec::new();
+    for repo in repos {
+        let target = repo.target().to_string();
+        log(&Call::GetManifest {
+            target: target.clone(),
+            reference: tag.to_string(),
+        });
+        match repo.manifest(tag) {
+            Ok(now) => named.push(now),
+            Err(err) => {
+                eprintln!(
+                    "warning: could not read back tag {tag} in {target} after it was moved there: {err:#}"
+                );
+                named.push(Some(list.clone()));
+            }
+        }
+    }
+    named
+}
+
+/// Puts back, in the `watched` targets, every moved tag that no longer resolves (a racing prune deleted its list,
+/// and its tags with it), from the bytes verified before.
+fn put_back_vanished(
+    repos: &[&dyn Repository],
+    moves: &[(&str, Vec<Option<Manifest>>)],
+    list: &Manifest,
+    watched: &[bool],
+    log: &mut dyn FnMut(&Call),
+) -> anyhow::Result<()> {
+    for (tag, _) in moves {
+        for (repo, _) in repos.iter().zip(watched).filter(|(_, w)| **w) {
+            let target = repo.target().to_string();
+            if matches!(repo.resolve(tag), Ok(None)) {
+                eprintln!(
+                    "warning: tag {tag} vanished from {target} after it was moved there (a racing prune deleted \
+                     its list); putting it back"
+                );
+                put(*repo, &target, list.digest.as_str(), list, log)
+                    .and_then(|()| put(*repo, &target, tag, list, log))
+                    .with_context(|| format!("put tag {tag} back in {target}"))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn read_tag(
@@ -1984,6 +2022,7 @@ mod tests {
             children,
             prune_previous: true,
             monotonic: true,
+            settle: Duration::ZERO,
         };
         (memory, request)
     }
@@ -2487,6 +2526,7 @@ mod tests {
                 children,
                 prune_previous: false,
                 monotonic: false,
+                settle: Duration::ZERO,
             };
             let published = run(&memory, &request).unwrap();
             let moves: Vec<(String, bool, String)> = published

@@ -468,6 +468,7 @@ impl Release {
                         .collect(),
                     prune_previous: self.plan.prune_previous,
                     monotonic: self.monotonic(),
+                    settle: session.settle,
                 };
                 session.registries.set_purpose("publish to");
                 let repos = manifest::connect(session, &self.targets)?;

@@ -505,8 +505,9 @@ fn a_failed_read_back_is_a_warning_not_a_half_publish() {
     let second = SecondPublish::run([
         vec![],
         vec![Rule {
-            // The first read is of the tag before the move; the second is the read-back.
-            skip: 1,
+            // The first read is of the tag before the move, the second the look just before the move (`latest`
+            // only moves forward), the third the read-back.
+            skip: 2,
             ..rule("GET", "/manifests/latest", Fault::Unavailable, 100)
         }],
     ]);

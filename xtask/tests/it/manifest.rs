@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 use crate::support;
-use crate::support::fault_proxy::{Fault, FaultProxy, Plan, Rule};
+use crate::support::fault_proxy::{Fault, FaultProxy, Plan, Rng, Rule};
 use crate::support::registry::{self as harness, Auth, Export, Run, TempDir, TestRegistry, Xtask};
 
 const REPO: &str = "team/app";
@@ -415,7 +415,7 @@ fn a_dry_run_leaves_every_registry_byte_for_byte_unchanged() {
     let run = world.manifest("latest", &["--dry-run"]).run().success();
     // It prints every call, in order: reads (children, the tag, the list, the commit the tag's list records), the
     // list by digest,
-    // the tag read again, the tags, the read-back, the prune.
+    // the tag read again, the tags, the read-back (twice: right away and after a pause), the prune.
     let lines: Vec<&str> = run.stdout.lines().skip(1).map(str::trim).collect();
     let kinds: Vec<String> = lines
         .iter()
@@ -426,7 +426,8 @@ fn a_dry_run_leaves_every_registry_byte_for_byte_unchanged() {
         vec!["PUT"; 2],
         vec!["GET"; 2],
         vec!["PUT"; 2],
-        vec!["GET", "prune", "GET", "prune"],
+        vec!["GET"; 4],
+        vec!["prune"; 2],
     ]
     .concat();
     assert_eq!(kinds, want, "{}", run.stdout);
@@ -587,4 +588,250 @@ fn a_cancel_changes_nothing_before_the_tags_move_and_lets_them_finish_once_begun
     // Rerunning the same command converges: the tag already names the list everywhere, so nothing moves.
     world.manifest("latest", &[]).run().success();
     assert_eq!(latest(&world.tags()), after);
+}
+
+/// A late run: commit B is released as `latest`, then its parent A (a re-run of an older workflow, a slow runner,
+/// a queued job). A's images record a later time than B's, as after a rebase, so only the history can tell which
+/// is newer. `latest` stays on B in both registries; the run exits 0 and says why in the log, the step outputs
+/// and the summary; a version release of A still publishes its version; `--allow-older` moves `latest` back.
+#[test]
+fn a_late_run_of_an_older_commit_leaves_latest_on_the_newer_one() {
+    let world = World::new();
+    let sh = xshell::Shell::new().unwrap();
+    sh.change_dir(env!("CARGO_MANIFEST_DIR"));
+    let commit = |rev: &str| {
+        xshell::cmd!(sh, "git rev-parse {rev}")
+            .read()
+            .expect("the checkout has HEAD and its parent")
+    };
+    let (parent, head) = (commit("HEAD~1"), commit("HEAD"));
+    let release = |revision: &str, created: &str, seed: u64, tag: &str, extra: &[&str]| {
+        let labels = serde_json::json!({
+            "org.opencontainers.image.revision": revision,
+            "org.opencontainers.image.created": created,
+        });
+        for (arch, size) in [("amd64", 20_000 + seed), ("arm64", 30_000 + seed)] {
+            let dir = world.work.path().join(format!("image/linux-{arch}"));
+            let _ = std::fs::remove_dir_all(&dir);
+            Export::write_labelled(&dir, arch, &[size], &labels);
+            world.push(arch, &world.targets());
+        }
+        let (outputs, summary) = (
+            world.work.path().join("out"),
+            world.work.path().join("summary"),
+        );
+        let _ = (
+            std::fs::remove_file(&outputs),
+            std::fs::remove_file(&summary),
+        );
+        let run = world
+            .manifest(tag, extra)
+            .env("GITHUB_OUTPUT", &outputs)
+            .env("GITHUB_STEP_SUMMARY", &summary)
+            .run()
+            .success();
+        let read = |path: &PathBuf| std::fs::read_to_string(path).unwrap_or_default();
+        (run, read(&outputs), read(&summary))
+    };
+    let latest = |world: &World| -> Vec<String> {
+        world
+            .registries()
+            .iter()
+            .map(|r| world.tags()[&format!("{} latest", r.address)].clone())
+            .collect()
+    };
+
+    release(&head, "2026-01-01T00:00:00Z", 1, "latest", &[]);
+    let newer = latest(&world);
+    assert_eq!(newer[0], newer[1]);
+    let marks = world.marks();
+    let (run, outputs, summary) = release(&parent, "2026-06-01T00:00:00Z", 2, "latest", &[]);
+    assert_eq!(latest(&world), newer, "latest went back:\n{}", run.stdout);
+    let why = format!("latest stays on {}", &newer[0][.."sha256:".len() + 12]);
+    assert!(run.stdout.contains(&why), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains(&format!("newer than this run's commit {}", &parent[..12])),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        !run.stdout.contains("deleted"),
+        "a late run prunes nothing:\n{}",
+        run.stdout
+    );
+    assert!(outputs.contains("tag_moved=false\n"), "{outputs}");
+    assert!(
+        outputs.contains(&format!("kept_because={why}")),
+        "{outputs}"
+    );
+    assert!(summary.contains("left on a newer commit"), "{summary}");
+    // Nothing of the late run was written under the tag: only its pushes (blobs and children) came before.
+    let tag_writes: Vec<String> = world
+        .writes_since(marks)
+        .into_iter()
+        .filter(|w| w.contains("/manifests/latest") || w.contains("DELETE"))
+        .collect();
+    assert_eq!(tag_writes, Vec::<String>::new());
+
+    // A version of the older commit is a version: it publishes.
+    let (run, outputs, _) = release(&parent, "2026-06-01T00:00:00Z", 2, "1.0.0", &[]);
+    assert!(
+        outputs.contains("tag_moved=true\n"),
+        "{outputs}\n{}",
+        run.stdout
+    );
+    let tags = world.tags();
+    for registry in world.registries() {
+        assert_eq!(
+            tags[&format!("{} 1.0.0", registry.address)],
+            tags[&format!("{} 1.0.0", world.basic.address)]
+        );
+        assert_ne!(tags[&format!("{} 1.0.0", registry.address)], newer[0]);
+    }
+    assert_eq!(latest(&world), newer);
+
+    // A deliberate rollback.
+    let (run, _, _) = release(
+        &parent,
+        "2026-06-01T00:00:00Z",
+        2,
+        "latest",
+        &["--allow-older"],
+    );
+    let rolled = latest(&world);
+    assert_eq!(
+        rolled[0],
+        tags[&format!("{} 1.0.0", world.basic.address)],
+        "{}",
+        run.stdout
+    );
+    assert_eq!(rolled[0], rolled[1]);
+}
+
+/// A cancel as GitHub's runner sends it (SIGINT, then SIGTERM 7.5 s later), and SIGKILL, at every request of a
+/// two-registry publish of `latest`: the reads, the list, the re-read, the tag moves, the read-back and the prune.
+/// 30 points drawn with a fixed seed from all of them; each holds that one request in a proxy and signals while
+/// it is held. After SIGINT both registries name the
+/// same list under `latest`, the old one or the new one, and the run exits 130; after SIGKILL, and after SIGINT,
+/// rerunning the same command brings both to the new list.
+#[test]
+fn a_cancel_or_a_kill_at_any_point_leaves_the_registries_agreeing() {
+    let world = World::new();
+    let proxies = world
+        .registries()
+        .map(|r| FaultProxy::start(r.address.parse().unwrap(), Plan::default()));
+    let through: Vec<String> = proxies.iter().map(|p| p.reference(REPO)).collect();
+    // A short pause before the second look keeps the 150-odd publishes quick; it is a point like any other.
+    let publish = || {
+        world
+            .manifest_to("latest", &through, &[])
+            .env("XTASK_SETTLE_MS", "50")
+    };
+    let mut commit = 0;
+    // A new build of the next commit, pushed to both registries (not through the proxies).
+    let mut build = |world: &World| {
+        commit += 1;
+        let labels = serde_json::json!({
+            "org.opencontainers.image.revision": format!("{commit:040x}"),
+            "org.opencontainers.image.created": format!("2026-01-01T00:{:02}:{:02}Z", commit / 60, commit % 60),
+        });
+        for (arch, size) in [("amd64", 20_000 + commit), ("arm64", 30_000 + commit)] {
+            let dir = world.work.path().join(format!("image/linux-{arch}"));
+            let _ = std::fs::remove_dir_all(&dir);
+            Export::write_labelled(&dir, arch, &[size], &labels);
+            world.push(arch, &world.targets());
+        }
+    };
+    let latest = |world: &World| -> Vec<String> {
+        let tags = world.tags();
+        world
+            .registries()
+            .iter()
+            .map(|r| tags[&format!("{} latest", r.address)].clone())
+            .collect()
+    };
+
+    // A publish that supersedes and prunes a previous `latest`: how many requests each proxy sees.
+    build(&world);
+    publish().run().success();
+    build(&world);
+    let marks = proxies.each_ref().map(|p| p.log().len());
+    publish().run().success();
+    let counts: Vec<usize> = proxies
+        .iter()
+        .zip(marks)
+        .map(|(p, m)| p.log().len() - m)
+        .collect();
+    let mut points: Vec<(usize, u32)> = (0..2)
+        .flat_map(|p| (0..counts[p] as u32).map(move |k| (p, k)))
+        .collect();
+    assert!(
+        points.len() >= 30,
+        "only {} points: {counts:?}",
+        points.len()
+    );
+    // 30 of them, drawn with a fixed seed, in the order of the stage.
+    let mut rng = Rng::new(30);
+    while points.len() > 30 {
+        points.remove((rng.next_u64() % points.len() as u64) as usize);
+    }
+
+    for signal in ["INT", "KILL"] {
+        for &(p, k) in &points {
+            let at = format!("SIG{signal} at request {k} of registry {p}");
+            let before = latest(&world);
+            assert_eq!(before[0], before[1], "before {at}");
+            build(&world);
+            proxies[p].set_plan(Plan {
+                rules: vec![Rule {
+                    method: None,
+                    path_contains: None,
+                    fault: Fault::Delay(std::time::Duration::from_millis(250)),
+                    skip: k,
+                    remaining: Some(1),
+                }],
+                ..Plan::default()
+            });
+            let held = || proxies[p].holding() > 0;
+            let run = publish();
+            let run = match signal {
+                "INT" => {
+                    let (run, sent) = run.run_cancelled(held);
+                    assert_eq!(
+                        sent,
+                        ["INT"],
+                        "{at}: it did not end on SIGINT\n{}",
+                        run.stderr
+                    );
+                    assert_eq!(run.code, 130, "{at}\n{}\n{}", run.stdout, run.stderr);
+                    Some(run)
+                }
+                _ => {
+                    run.run_signalled("KILL", held);
+                    None
+                }
+            };
+            proxies[p].set_plan(Plan::default());
+            let after = latest(&world);
+            if run.is_some() {
+                assert_eq!(after[0], after[1], "{at}: the registries disagree");
+            }
+            // The same command again converges on the new list everywhere.
+            publish().run().success();
+            let converged = latest(&world);
+            assert_eq!(
+                converged[0], converged[1],
+                "{at}: the rerun left them disagreeing"
+            );
+            assert_ne!(converged, before, "{at}: the rerun did not publish");
+            if let Some(run) = run {
+                assert!(
+                    after == before || after == converged,
+                    "{at}: latest named a third list\n{}",
+                    run.stdout
+                );
+            }
+        }
+    }
 }

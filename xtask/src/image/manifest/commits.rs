@@ -32,11 +32,11 @@ impl Commit {
         })
     }
 
-    /// `abc1234 (2026-12-01T10:00:00Z)`, for logs and the summary.
+    /// `abc1234def56 of 2026-12-01T10:00:00Z`, for logs and the summary.
     pub fn describe(&self) -> String {
         let short: String = self.revision.chars().take(12).collect();
         match self.time {
-            Some(time) => format!("{short} ({})", crate::image::meta::rfc3339(time)),
+            Some(time) => format!("{short} of {}", crate::image::meta::rfc3339(time)),
             None => short,
         }
     }

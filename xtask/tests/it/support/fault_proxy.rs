@@ -224,6 +224,8 @@ struct Shared {
     state: Mutex<State>,
     stop: AtomicBool,
     open: AtomicUsize,
+    /// Requests held by [`Fault::Delay`] right now.
+    holding: AtomicUsize,
 }
 
 /// A running proxy; stops (and releases any stalled connection) when dropped.
@@ -248,6 +250,7 @@ impl FaultProxy {
             }),
             stop: AtomicBool::new(false),
             open: AtomicUsize::new(0),
+            holding: AtomicUsize::new(0),
         });
         let acceptor = {
             let shared = shared.clone();
@@ -294,6 +297,11 @@ impl FaultProxy {
         state.rng = Rng::new(plan.seed);
         state.failed_once.clear();
         state.plan = plan;
+    }
+
+    /// How many requests a [`Fault::Delay`] is holding right now.
+    pub fn holding(&self) -> usize {
+        self.shared.holding.load(Ordering::SeqCst)
     }
 
     /// Every request so far, in arrival order.
@@ -737,7 +745,9 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
                 _ => None,
             };
             if let Some(Fault::Delay(wait)) = fault {
+                shared.holding.fetch_add(1, Ordering::SeqCst);
                 pause(wait, &shared.stop);
+                shared.holding.fetch_sub(1, Ordering::SeqCst);
             }
             let mut upstream = TcpStream::connect(shared.upstream)?;
             upstream.write_all(&head.to_upstream())?;

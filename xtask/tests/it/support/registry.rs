@@ -1044,6 +1044,29 @@ impl Xtask {
         })
     }
 
+    /// Cancels the run as GitHub's runner cancels a step, once `ready`: SIGINT, then SIGTERM 7.5 s later and
+    /// SIGKILL 2.5 s after that while it still runs. Returns the run and the signals sent.
+    pub fn run_cancelled(self, ready: impl Fn() -> bool) -> (Run, Vec<&'static str>) {
+        let mut sent: Vec<&'static str> = Vec::new();
+        let mut since = None;
+        let run = self.run_watched(|pid| {
+            let next = match (sent.len(), since.map(|t: Instant| t.elapsed())) {
+                (0, _) if ready() => "INT",
+                (1, Some(waited)) if waited >= Duration::from_millis(7_500) => "TERM",
+                (2, Some(waited)) if waited >= Duration::from_millis(10_000) => "KILL",
+                _ => return,
+            };
+            let status = Command::new("kill")
+                .args([format!("-{next}"), pid.to_string()])
+                .status()
+                .expect("run kill");
+            assert!(status.success(), "kill -{next} {pid} failed");
+            since.get_or_insert_with(Instant::now);
+            sent.push(next);
+        });
+        (run, sent)
+    }
+
     /// Runs the xtask to its end, calling `watch` with its pid while it runs.
     fn run_watched(mut self, mut watch: impl FnMut(u32)) -> Run {
         let started = Instant::now();
