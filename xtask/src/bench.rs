@@ -18,6 +18,7 @@
 //! - B4 push of an image the registry already has: `image push` vs `podman push`; a proxy in front of the
 //!   registry counts what each sends.
 //! - B5 one list over 2 platforms into 2 repositories: `image manifest` vs `podman manifest create/add/push`.
+//! - B9 (only when named) the races test for 100 rounds: tags lost, `latest` not on the newest commit, failed runs.
 //! - B6 cold compile of the xtask (empty CARGO_TARGET_DIR), and `--help` of the built binary vs `cargo xtask`.
 //! - B7 `image release --local` warm, the image's size, and the xtask's peak memory pushing a 200 MiB layer.
 
@@ -29,7 +30,7 @@ mod storage;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use xshell::{cmd, Shell};
@@ -78,6 +79,8 @@ const B4_TARGET: f64 = 0.5;
 const B5_TARGET: f64 = 0.3;
 const B7_SIZE_TARGET_MB: f64 = 15.0;
 const B7_MEMORY_TARGET_MB: f64 = 64.0;
+/// Rounds of the races test B9 runs (the test's own default is 8).
+const B9_ROUNDS: u32 = 100;
 
 /// The benchmarks to run: B1 … B7 named on the command line (any case, `b4` or `4`), default all but B3;
 /// `--emulated` adds B3.
@@ -90,10 +93,10 @@ pub fn selection(which: &[String], emulated: bool) -> anyhow::Result<BTreeSet<u8
             .unwrap_or(name)
             .parse::<u8>()
             .ok()
-            .filter(|n| (1..=7).contains(n))
+            .filter(|n| (1..=7).contains(n) || *n == 9)
             .ok_or_else(|| {
                 crate::exit::invalid(format!(
-                    "unknown benchmark {name:?}; name B1 … B7 (B3 needs --emulated to be useful)"
+                    "unknown benchmark {name:?}; name B1 … B7 or B9 (B3 needs --emulated to be useful)"
                 ))
             })?;
         chosen.insert(number);
@@ -225,6 +228,9 @@ impl flags::Bench {
         }
         if chosen.contains(&3) {
             record("B3", bench.b3(rounds));
+        }
+        if chosen.contains(&9) {
+            record("B9", bench.b9());
         }
         bench.stop();
         results.sort_by(|a, b| a.id.cmp(&b.id));
@@ -686,6 +692,72 @@ impl<'a> Bencher<'a> {
             "/proc/<pid>/status VmHWM, read every 5 ms while the push runs",
         ));
         Ok(vec![release, memory])
+    }
+
+    // ---- B9 ----
+
+    /// The races test (`xtask/tests/it/races.rs`) for [`B9_ROUNDS`] rounds: what it counts, as figures.
+    fn b9(&mut self) -> anyhow::Result<Vec<Bench>> {
+        println!("B9: {B9_ROUNDS} rounds of racing releases (xtask/tests/it/races.rs)");
+        let (cargo, rounds) = (&self.cargo, B9_ROUNDS.to_string());
+        let filter = "races::racing_releases_leave_every_tag_whole";
+        let command = format!(
+            "RACE_ROUNDS={rounds} {cargo} test -q -p xtask --test it {filter} -- --exact --nocapture"
+        );
+        let started = Instant::now();
+        let out = cmd!(
+            self.sh,
+            "{cargo} test -q -p xtask --test it {filter} -- --exact --nocapture"
+        )
+        .env("RACE_ROUNDS", &rounds)
+        .quiet()
+        .ignore_status()
+        .output()
+        .context("run the races test")?;
+        let mut side = Side::new("races test", command);
+        side.seconds.push(started.elapsed().as_secs_f64());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        std::fs::write(self.logs.join("b9-races.log"), stderr.as_bytes())?;
+        let counts = race_counts(&stderr).with_context(|| {
+            format!(
+                "the races test printed no `races:` line (exit {:?}); see {}",
+                out.status.code(),
+                self.logs.join("b9-races.log").display()
+            )
+        })?;
+        let mut bench = Bench::new(
+            "B9",
+            "releases racing each other: 2 of latest and a version per round",
+            side,
+        );
+        let how = "the test's own count, after every round, in both registries";
+        for (key, name, target) in [
+            ("rounds", "rounds", None),
+            ("lost", "tags lost", Some(0.0)),
+            (
+                "wrong_latest",
+                "rounds ending with latest not on the newer commit in a registry",
+                Some(0.0),
+            ),
+            (
+                "failed_runs",
+                "releases that failed (or whose newer commit lost)",
+                Some(0.0),
+            ),
+            ("pruned", "manifests pruned meanwhile", None),
+        ] {
+            let value = counts.get(key).copied().unwrap_or(f64::NAN);
+            bench
+                .figures
+                .push(Figure::new(name, value, "", target, how));
+        }
+        if !out.status.success() {
+            bench.notes.push(format!(
+                "the test failed; its output is in {}",
+                self.logs.join("b9-races.log").display()
+            ));
+        }
+        Ok(vec![bench])
     }
 
     // ---- B4 ----
@@ -1386,19 +1458,48 @@ fn ensure_arm64_builder(sh: &Shell, dir: &Path) -> anyhow::Result<()> {
     result
 }
 
+/// `races: rounds=100 lost=0 …` (the races test's summary line) as numbers by name.
+fn race_counts(output: &str) -> Option<BTreeMap<String, f64>> {
+    let line = output
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("races: "))?;
+    Some(
+        line.split_whitespace()
+            .filter_map(|pair| {
+                let (key, value) = pair.split_once('=')?;
+                Some((key.to_owned(), value.parse().ok()?))
+            })
+            .collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
+    fn race_counts_from_the_summary_line() {
+        let output =
+            "noise\nraces: rounds=100 lost=0 wrong_latest=2 failed_runs=1 pruned=450\nmore noise\n";
+        let counts = race_counts(output).unwrap();
+        assert_eq!(counts["rounds"], 100.0);
+        assert_eq!(counts["lost"], 0.0);
+        assert_eq!(counts["wrong_latest"], 2.0);
+        assert_eq!(counts["failed_runs"], 1.0);
+        assert_eq!(race_counts("no summary here"), None);
+    }
+
+    #[test]
     fn selections() {
         type Case<'a> = (&'a [&'a str], bool, Option<&'a [u8]>);
-        let cases: [Case; 7] = [
+        let cases: [Case; 8] = [
             (&[], false, Some(&[1, 2, 4, 5, 6, 7])),
             (&[], true, Some(&[1, 2, 3, 4, 5, 6, 7])),
             (&["B4"], false, Some(&[4])),
             (&["b1,b2", "7"], false, Some(&[1, 2, 7])),
             (&["B3"], false, Some(&[3])),
+            (&["B9"], false, Some(&[9])),
             (&["B8"], false, None),
             (&["fast"], false, None),
         ];

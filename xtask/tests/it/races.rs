@@ -11,7 +11,7 @@
 //! DELETE and keeps what is tagged by then, and the release looks at its tag again after its read-back (and once
 //! more a moment later where its list was there before) and puts back what went.
 //!
-//! `RACE_ROUNDS` sets the number of rounds (8 by default; `cargo xtask bench races` runs 100).
+//! `RACE_ROUNDS` sets the number of rounds (8 by default; `cargo xtask bench B9` runs 100).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -179,6 +179,8 @@ fn racing_releases_leave_every_tag_whole() {
     let mut lost: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     // Manifests the prunes of the superseded `latest` deleted while the others raced.
     let mut pruned = 0;
+    // Rounds whose `latest` was not the newer commit's in some registry, and runs that failed or lost to the older.
+    let (mut wrong_latest, mut failed_runs) = (0, 0);
     for round in 1..=rounds {
         let dir = work.path().join(format!("round-{round}"));
         // The racing `latest` releases: an older commit (a) and a newer one (b). The version release has new images
@@ -253,16 +255,19 @@ fn racing_releases_leave_every_tag_whole() {
                 .entry(format!("{outcome}, exit {}", run.code))
                 .or_insert(0) += 1;
             if run.code != 0 || (index == 1 && kept) {
+                failed_runs += 1;
                 problems.push(format!(
                     "round {round}: {outcome} exited {}:\n{}{}",
                     run.code, run.stdout, run.stderr
                 ));
             }
         }
+        let mut wrong = false;
         for registry in registries.iter() {
             let (tags, found) = check_registry(registry);
             problems.extend(found.into_iter().map(|p| format!("round {round}: {p}")));
             if tags.get("latest") != Some(&newest) {
+                wrong = true;
                 problems.push(format!(
                     "round {round}: {} latest is {:?}, not the newer commit's {newest:?}",
                     registry.address,
@@ -277,6 +282,7 @@ fn racing_releases_leave_every_tag_whole() {
                 ));
             }
         }
+        wrong_latest += usize::from(wrong);
         // The next round's version release republishes the images `latest` has now.
         previous = results[1].1.clone();
     }
@@ -284,6 +290,11 @@ fn racing_releases_leave_every_tag_whole() {
     eprintln!(
         "{rounds} rounds of 2 latest releases + 1 version release: outcomes {outcomes:?}; {pruned} manifests \
          pruned meanwhile; tags lost: {lost_counts:?}"
+    );
+    // One line for `cargo xtask bench B9`.
+    eprintln!(
+        "races: rounds={rounds} lost={} wrong_latest={wrong_latest} failed_runs={failed_runs} pruned={pruned}",
+        lost.values().map(Vec::len).sum::<usize>()
     );
     for losses in lost.values() {
         problems.extend(losses.iter().cloned());

@@ -3,7 +3,8 @@
 //!
 //! Cases: a push of v1.0 (refused in prepare with exit 2, nothing built), a manual run with skip_push (builds,
 //! writes no registry), a push to main, a push of v1.2.3 and a manual run with a tag name (published everywhere
-//! with the same digests). The cases that build use the local Rust builder image and the podman configuration that
+//! with the same digests), and a push to main with a push of a version tag of the same commit, publishing in turn
+//! as the workflow's queue has them. The cases that build use the local Rust builder image and the podman configuration that
 //! `cargo xtask ci --setup-only` leaves in target/ci/env (the runtime base is `scratch`: the binary is static).
 
 use std::collections::BTreeMap;
@@ -11,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use crate::support;
 use crate::support::registry::{Auth, TestRegistry};
-use crate::support::simulate::{self, Event, Local, Outcome, Status};
+use crate::support::simulate::{self, Concurrency, Event, Local, Outcome, Status};
 
 /// The simulated jobs share this checkout's target/ (digests, exports) and the local image tags: one simulation at
 /// a time, across test processes too (nextest runs each test in its own process). The lock ends with the file.
@@ -273,6 +274,11 @@ fn dispatch_with_skip_push_builds_and_writes_no_registry() {
 /// Publishes through the whole workflow and checks the result in both registries: the tag, the same list digest
 /// in both, both platforms in the list, and which tags exist.
 fn publish(bench: &Bench, event: Event, tag: &str, want_tags: &[&str]) -> String {
+    publish_run(bench, event, tag, want_tags).0
+}
+
+/// [`publish`], and the run's outcome.
+fn publish_run(bench: &Bench, event: Event, tag: &str, want_tags: &[&str]) -> (String, Outcome) {
     let outcome = bench.run(&event, test_bench());
     for job in ["prepare", "build", "manifest"] {
         assert_eq!(outcome.job(job), Status::Success, "{job}");
@@ -324,7 +330,63 @@ fn publish(bench: &Bench, event: Event, tag: &str, want_tags: &[&str]) -> String
         outcome.summary.contains(tag),
         "the job summary names the tag"
     );
-    ghcr_digest
+    (ghcr_digest, outcome)
+}
+
+/// `git push --follow-tags`: a push to main and a push of v1.2.3, the same commit, at the same time. On GitHub their
+/// plan and build jobs run side by side (each ref in its own groups, so neither cancels the other), and their
+/// publishing jobs wait for each other in one queue. Here they run in that queue's order, and afterwards both
+/// registries hold `latest` from the main run and 1.2.3, 1.2 and 1 from the tag run, none lost to the other.
+#[test]
+fn a_main_push_and_a_tag_push_of_one_commit_publish_in_turn() {
+    let _one = one_at_a_time();
+    let bench = Bench::new("follow-tags");
+    let (latest, main) = publish_run(
+        &bench,
+        Event::push("refs/heads/main", SHA),
+        "latest",
+        &["latest"],
+    );
+    let (version, tag) = publish_run(
+        &bench,
+        Event::push("refs/tags/v1.2.3", SHA),
+        "1.2.3",
+        &["1", "1.2", "1.2.3", "latest"],
+    );
+    let group = |outcome: &Outcome, job: &str| outcome.concurrency[job].clone();
+    // The publishing jobs: one group, queued, never cancelled.
+    let publish = Concurrency {
+        group: "build-images-publish".into(),
+        cancel_in_progress: false,
+        queue: Some("max".into()),
+    };
+    for outcome in [&main, &tag] {
+        assert_eq!(group(outcome, "manifest"), std::slice::from_ref(&publish));
+    }
+    // Planning and building: a group per ref (and platform), so a newer run of the same ref cancels only its own.
+    for job in ["prepare", "build"] {
+        for (a, b) in group(&main, job).iter().zip(group(&tag, job)) {
+            assert_ne!(a.group, b.group, "{job}");
+            assert!(a.cancel_in_progress && b.cancel_in_progress, "{job}");
+        }
+    }
+    assert_eq!(group(&main, "build").len(), 2);
+    for (registry, repository) in [(&bench.ghcr, GHCR_REPO), (&bench.hub, HUB_REPO)] {
+        assert_eq!(
+            manifest(registry, repository, "latest").0,
+            latest,
+            "{}",
+            registry.address
+        );
+        for name in ["1.2.3", "1.2", "1"] {
+            assert_eq!(
+                manifest(registry, repository, name).0,
+                version,
+                "{name} in {}",
+                registry.address
+            );
+        }
+    }
 }
 
 #[test]

@@ -94,6 +94,18 @@ pub struct Outcome {
     pub steps: Vec<StepRun>,
     /// All step summaries, in order.
     pub summary: String,
+    /// Per job and matrix entry: its `concurrency:` as evaluated for this run.
+    pub concurrency: BTreeMap<String, Vec<Concurrency>>,
+}
+
+/// A job's `concurrency:` with its expressions evaluated: what decides, on GitHub, whether two runs' jobs wait for
+/// each other, cancel each other, or run side by side.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Concurrency {
+    pub group: String,
+    pub cancel_in_progress: bool,
+    /// `queue:` (`max` keeps up to 100 waiting; absent: one waits, older waiting ones are cancelled).
+    pub queue: Option<String>,
 }
 
 impl Outcome {
@@ -202,6 +214,28 @@ pub fn run(workflow: &Path, xtask: &Path, event: &Event, local: &Local, work: &P
         for entry in entries {
             ctx.matrix = entry.clone();
             ctx.steps.clear();
+            if let Some(concurrency) = job.get("concurrency") {
+                let (group, cancel, queue) = match concurrency.as_str() {
+                    Some(group) => (group.to_owned(), false, None),
+                    None => (
+                        scalar(&concurrency["group"]),
+                        concurrency
+                            .get("cancel-in-progress")
+                            .and_then(Value::as_bool)
+                            == Some(true),
+                        concurrency.get("queue").map(scalar),
+                    ),
+                };
+                outcome
+                    .concurrency
+                    .entry(name.clone())
+                    .or_default()
+                    .push(Concurrency {
+                        group: ctx.expand(&group),
+                        cancel_in_progress: cancel,
+                        queue,
+                    });
+            }
             // A fresh runner: nothing handed over except through artifacts.
             for dir in &hand_off_dirs {
                 let _ = std::fs::remove_dir_all(dir);
