@@ -1213,10 +1213,13 @@ impl<'a> Bencher<'a> {
         ensure_arm64_builder(self.sh, &self.dir)?;
         let base = self.base(&[ARM64_BUILDER])?;
         let config = ImageConfig::load(self.sh)?;
+        let containerfile = self.sh.current_dir().join(&config.containerfile);
         let mut facts = build::Facts {
             context: self.sh.current_dir(),
             out_dir: PathBuf::new(),
             build_platform: build::native_platform()?,
+            containerfile: std::fs::read_to_string(&containerfile)
+                .with_context(|| format!("read {}", containerfile.display()))?,
         };
         let platform = Platform::LINUX_ARM64;
         let storages = self.dir.join("storage");

@@ -12,6 +12,7 @@ use xshell::{cmd, Shell};
 use crate::config::ImageConfig;
 use crate::exit;
 use crate::github::Github;
+use crate::image::containerfile;
 use crate::registry::{Env, Options, Registries};
 
 pub struct Session {
@@ -39,11 +40,26 @@ pub struct Git {
     pub head: Option<String>,
     /// HEAD's committer time, seconds since the epoch.
     pub commit_time: Option<u64>,
+    /// The newest commit up to HEAD that changed what the image is made from ([`Session::image_inputs`]): the
+    /// image's revision and time, so that a commit touching none of it (docs only) gives the very same image.
+    /// In a shallow clone of depth 1 this is HEAD.
+    pub source: Option<Commit>,
     /// The branch checked out (`None`: detached HEAD).
     pub branch: Option<String>,
     /// `git status --porcelain` lines: anything uncommitted, untracked files included.
     pub changes: Vec<String>,
 }
+
+/// A commit and its committer time (seconds since the epoch).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Commit {
+    pub sha: String,
+    pub time: u64,
+}
+
+/// The pipeline's own code: it writes the build's argv and rewrites the exported config, so it decides the
+/// image's bytes as much as the Containerfile does.
+const PIPELINE_SOURCES: &str = "xtask/src";
 
 impl Session {
     /// Reads the process environment once. `root` is the workspace root.
@@ -85,12 +101,30 @@ impl Session {
         if let Some(git) = self.git.get() {
             return Ok(git);
         }
-        let git = Git::read(&self.sh)?;
+        let git = Git::read(&self.sh, &self.image_inputs())?;
         Ok(self.git.get_or_init(|| git))
     }
 
-    /// The image's creation time, seconds since the epoch: `$SOURCE_DATE_EPOCH`, else HEAD's commit time, so the
-    /// same commit always gets the same `created` label; `None` outside a git checkout.
+    /// The paths the image is made from, relative to the root: the Containerfile, what it copies from the build
+    /// context, and the pipeline's code. Empty when the Containerfile cannot be read (then HEAD stands for them).
+    pub fn image_inputs(&self) -> Vec<String> {
+        let Ok(config) = self.config() else {
+            return Vec::new();
+        };
+        let path = config.containerfile.display().to_string();
+        match std::fs::read_to_string(self.root.join(&config.containerfile)) {
+            Ok(text) => {
+                let mut inputs = containerfile::inputs(&path, &text);
+                inputs.push(PIPELINE_SOURCES.to_owned());
+                inputs
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// The image's time, seconds since the epoch: `$SOURCE_DATE_EPOCH`, else the time of the commit its inputs
+    /// come from ([`Git::source`]), else HEAD's, so the same sources always get the same `created` label and
+    /// `--timestamp`; `None` outside a git checkout.
     pub fn created(&self) -> anyhow::Result<Option<u64>> {
         match &self.source_date_epoch {
             Some(value) => value.trim().parse().map(Some).map_err(|_| {
@@ -98,8 +132,21 @@ impl Session {
                     "SOURCE_DATE_EPOCH={value:?} is not whole seconds since 1970-01-01; unset it or fix it"
                 ))
             }),
-            None => Ok(self.git()?.commit_time),
+            None => {
+                let git = self.git()?;
+                Ok(git.source.as_ref().map(|c| c.time).or(git.commit_time))
+            }
         }
+    }
+
+    /// The commit the image records as its revision: the one its inputs come from, else HEAD.
+    pub fn revision(&self) -> anyhow::Result<Option<String>> {
+        let git = self.git()?;
+        Ok(git
+            .source
+            .as_ref()
+            .map(|c| c.sha.clone())
+            .or_else(|| git.head.clone()))
     }
 
     /// Where `image build` exports `platform` and `image push` reads it.
@@ -117,7 +164,7 @@ pub fn target_dir(root: &Path, cargo_target_dir: Option<&std::ffi::OsStr>) -> Pa
 }
 
 impl Git {
-    fn read(sh: &Shell) -> anyhow::Result<Git> {
+    fn read(sh: &Shell, inputs: &[String]) -> anyhow::Result<Git> {
         let read = |out: xshell::Result<String>| {
             out.ok()
                 .map(|s| s.trim().to_owned())
@@ -155,9 +202,21 @@ impl Git {
             .quiet()
             .read()
             .context("run git status")?;
+        let format = "--format=%H %ct";
+        let source = match inputs.is_empty() {
+            true => None,
+            false => read(
+                cmd!(sh, "git log -1 {format} -- {inputs...}")
+                    .quiet()
+                    .ignore_stderr()
+                    .read(),
+            )
+            .and_then(|line| parse_commit(&line)),
+        };
         Ok(Git {
             head,
             commit_time,
+            source,
             branch,
             changes: status
                 .lines()
@@ -194,6 +253,17 @@ impl crate::image::manifest::History for Session {
     }
 }
 
+/// `<sha> <committer time>`, as `git log --format='%H %ct'` prints it.
+fn parse_commit(line: &str) -> Option<Commit> {
+    let (sha, time) = line.trim().split_once(' ')?;
+    let hex = sha.len() >= 40 && sha.bytes().all(|b| b.is_ascii_hexdigit());
+    Some(Commit {
+        sha: sha.to_owned(),
+        time: time.parse().ok()?,
+    })
+    .filter(|_| hex)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,6 +284,25 @@ mod tests {
     }
 
     #[test]
+    fn commit_lines() {
+        let sha = "0123456789abcdef0123456789abcdef01234567";
+        let cases = [
+            (format!("{sha} 1700000000\n"), Some((sha, 1_700_000_000))),
+            (sha.to_owned(), None),
+            (format!("{sha} soon"), None),
+            ("xyz 1700000000".to_owned(), None),
+            (String::new(), None),
+        ];
+        for (line, want) in cases {
+            let want = want.map(|(sha, time)| Commit {
+                sha: sha.to_owned(),
+                time,
+            });
+            assert_eq!(parse_commit(&line), want, "{line:?}");
+        }
+    }
+
+    #[test]
     fn reads_this_checkout_once() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         let session = Session::new(root.to_path_buf()).unwrap();
@@ -222,7 +311,20 @@ mod tests {
         if let Some(head) = &session.git().unwrap().head {
             assert!(head.len() >= 40, "{head}");
             assert!(session.git().unwrap().commit_time.is_some());
+            // The image's commit is HEAD or one of its ancestors, and no newer than HEAD.
+            let source = session.git().unwrap().source.clone().unwrap();
+            let git = |args: &[&str]| {
+                std::process::Command::new("git")
+                    .current_dir(root)
+                    .args(args)
+                    .status()
+                    .unwrap()
+                    .success()
+            };
+            assert!(git(&["merge-base", "--is-ancestor", &source.sha, head]));
+            assert!(source.time <= session.git().unwrap().commit_time.unwrap());
         }
+        assert!(session.image_inputs().contains(&"src".to_owned()));
         assert_eq!(
             session.config().unwrap().name,
             "mcp-taipei-metro-month-price"

@@ -1,6 +1,7 @@
-//! `cargo xtask image build`: one `podman build --format docker` per platform, each exported to
+//! `cargo xtask image build`: one `podman build --format docker --timestamp` per platform, each exported to
 //! `target/image/<os>-<arch>/` (podman's `dir:` transport: the v2s2 manifest and its blobs as files) for the push
-//! stage.
+//! stage, its config freed of build-time ids ([`normalise`]) so that the same sources give the same digest
+//! anywhere.
 //!
 //! The plan and every argv are pure functions of the configuration, the request (with the labels `image meta`
 //! decided) and a few facts of the session (root, target directory, the build machine's arch); only
@@ -14,8 +15,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use xshell::{cmd, Shell};
 
+mod normalise;
+
 use crate::config::ImageConfig;
-use crate::image::meta;
+use crate::image::{containerfile, meta};
 use crate::oci::{Digest, ImageManifest, Platform};
 use crate::registry::client::{Options, Registry};
 use crate::registry::credentials::Source;
@@ -27,6 +30,9 @@ use crate::{exit, flags};
 
 /// Build arguments the pipeline sets itself, per platform; a user value would contradict `--platform`.
 const RESERVED_ARGS: [&str; 2] = ["BUILDPLATFORM", "TARGETARCH"];
+
+/// The label that holds the image's time.
+const CREATED: &str = "org.opencontainers.image.created";
 
 /// How long the layer cache may take to answer before the build goes on without it.
 const CACHE_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -55,14 +61,23 @@ pub struct Facts {
     pub out_dir: PathBuf,
     /// The machine the build stage runs on (podman's BUILDPLATFORM).
     pub build_platform: Platform,
+    /// The Containerfile's text (for the final stage's base).
+    pub containerfile: String,
 }
 
 impl Facts {
     pub fn of(session: &Session) -> anyhow::Result<Facts> {
+        let path = session.root.join(&session.config()?.containerfile);
         Ok(Facts {
             context: session.root.clone(),
             out_dir: session.target_dir.join("image"),
             build_platform: native_platform()?,
+            containerfile: std::fs::read_to_string(&path).with_context(|| {
+                format!(
+                    "read {}; set containerfile in [package.metadata.image] to the image's Containerfile",
+                    path.display()
+                )
+            })?,
         })
     }
 }
@@ -87,8 +102,11 @@ pub struct BuildPlan {
     pub build_platform: Platform,
     /// User build arguments after merging the configured defaults with the request.
     pub build_args: BTreeMap<String, String>,
-    /// OCI labels (org.opencontainers.image.*).
+    /// OCI labels (org.opencontainers.image.*): meta's, and the final stage's base where known.
     pub labels: BTreeMap<String, String>,
+    /// `podman build --timestamp`: the `created` label's time, so the config's times and the mtimes of every
+    /// file the build adds depend on the sources only; `None` without a `created` label.
+    pub timestamp: Option<u64>,
     /// Local image name; platform `p` is tagged `local_image(p)`.
     pub image: String,
     /// `<target>/image`: each platform is exported to `<out_dir>/<os>-<arch>/`.
@@ -159,13 +177,28 @@ impl BuildPlan {
             Some(_) => return Err(exit::invalid("--tag must not be empty")),
             None => format!("localhost/{}:local", config.name),
         };
+        // One time for the label and for podman: the one meta decided.
+        let timestamp = match request.labels.get(CREATED) {
+            Some(created) => Some(meta::parse_rfc3339(created).ok_or_else(|| {
+                exit::invalid(format!(
+                    "the label {CREATED}={created:?} is not a time like 2023-11-14T22:13:20Z (whole seconds, \
+                     UTC); pass the labels `image meta` wrote"
+                ))
+            })?),
+            None => None,
+        };
+        let mut labels = request.labels.clone();
+        labels.extend(containerfile::base_labels(
+            containerfile::final_base(&facts.containerfile, &build_args).as_deref(),
+        ));
         Ok(BuildPlan {
             context: facts.context.clone(),
             containerfile: facts.context.join(&config.containerfile),
             platforms,
             build_platform: facts.build_platform,
             build_args,
-            labels: request.labels.clone(),
+            labels,
+            timestamp,
             image,
             out_dir: facts.out_dir.clone(),
             cache_repo,
@@ -197,21 +230,29 @@ impl BuildPlan {
             "docker",
             // No io.buildah.version label: the labels are meta's, and the digest must not depend on the podman.
             "--identity-label=false",
-            "--platform",
-            &platform.to_string(),
-            // cargo inside RUN needs the network, and rootless podman here cannot use slirp4netns.
-            "--network=host",
-            "--file",
-            &self.containerfile.display().to_string(),
-            "--tag",
-            &self.local_image(platform),
-            "--build-arg",
-            &format!("BUILDPLATFORM={}", self.build_platform),
-            "--build-arg",
-            &format!("TARGETARCH={}", platform.arch),
         ]
         .map(str::to_owned)
         .into();
+        if let Some(timestamp) = self.timestamp {
+            argv.extend(["--timestamp".to_owned(), timestamp.to_string()]);
+        }
+        argv.extend(
+            [
+                "--platform",
+                &platform.to_string(),
+                // cargo inside RUN needs the network, and rootless podman here cannot use slirp4netns.
+                "--network=host",
+                "--file",
+                &self.containerfile.display().to_string(),
+                "--tag",
+                &self.local_image(platform),
+                "--build-arg",
+                &format!("BUILDPLATFORM={}", self.build_platform),
+                "--build-arg",
+                &format!("TARGETARCH={}", platform.arch),
+            ]
+            .map(str::to_owned),
+        );
         for (key, value) in &self.build_args {
             argv.extend(["--build-arg".to_owned(), format!("{key}={value}")]);
         }
@@ -467,11 +508,11 @@ pub fn build_platform(
             dir.display()
         ))
     })?;
-    let manifest = std::fs::read(dir.join("manifest.json")).with_context(|| {
-        format!(
-            "read the exported manifest of {platform} in {}",
+    let manifest = normalise::export(&dir).map_err(|err| {
+        exit::build_failed(format!(
+            "normalise the export of {platform} in {}: {err:#}",
             dir.display()
-        )
+        ))
     })?;
     let compressed_size = exported_size(&manifest).map_err(|err| {
         exit::build_failed(format!(
@@ -533,7 +574,7 @@ impl flags::Build {
                 None => meta::labels(
                     &config,
                     &config.version,
-                    session.git()?.head.as_deref(),
+                    session.revision()?.as_deref(),
                     session.created()?,
                 ),
             },
@@ -601,6 +642,7 @@ mod tests {
             context: "/src".into(),
             out_dir: "/src/target/image".into(),
             build_platform: Platform::LINUX_AMD64,
+            containerfile: include_str!("../../../Containerfile").into(),
         }
     }
 
@@ -613,11 +655,12 @@ mod tests {
         line.split_whitespace().map(str::to_owned).collect()
     }
 
-    /// The start of every `podman build` line: the platform and the local tag.
+    /// The start of every `podman build` line of commit 0123abc: the time, the platform and the local tag.
     fn podman_build(arch: &str, tag: &str) -> String {
         format!(
-            "podman build --format docker --identity-label=false --platform linux/{arch} --network=host --file /src/Containerfile \
-             --tag {tag} --build-arg BUILDPLATFORM=linux/amd64 --build-arg TARGETARCH={arch}"
+            "podman build --format docker --identity-label=false --timestamp 1700000000 --platform linux/{arch} \
+             --network=host --file /src/Containerfile --tag {tag} --build-arg BUILDPLATFORM=linux/amd64 \
+             --build-arg TARGETARCH={arch}"
         )
     }
 
@@ -655,7 +698,8 @@ mod tests {
                 Platform::LINUX_AMD64,
                 format!(
                     "{} --build-arg RUNTIME_IMAGE=localhost/bb:amd64 \
-                     --build-arg RUST_IMAGE=localhost/rb:1 {label_flags} \
+                     --build-arg RUST_IMAGE=localhost/rb:1 \
+                     --label org.opencontainers.image.base.name=localhost/bb:amd64 {label_flags} \
                      --label org.opencontainers.image.version=2.0.0 \
                      --layers --cache-from ghcr.io/o/cache --cache-to ghcr.io/o/cache /src",
                     podman_build("amd64", "localhost/try:amd64")
@@ -681,6 +725,64 @@ mod tests {
             let plan = BuildPlan::new(&config(), &request, &facts()).unwrap();
             assert_eq!(plan.build_argv(platform), words(&want), "{request:?}");
         }
+    }
+
+    #[test]
+    fn the_time_is_the_created_label_and_the_base_is_labelled() {
+        let pinned = "sha256:afa5c872c891853ca7fcf1f12c3edb23f7eeef36189728842dd51042ff57f7ab";
+        let no_runtime_arg = || {
+            let mut config = config();
+            config.build_args.clear();
+            config
+        };
+        // (configuration, labels, --timestamp, the base labels)
+        let cases = [
+            (config(), labels("1.2.3"), Some("1700000000"), vec![]),
+            (config(), BTreeMap::new(), None, vec![]),
+            (
+                no_runtime_arg(),
+                labels("1.2.3"),
+                Some("1700000000"),
+                vec![
+                    "org.opencontainers.image.base.digest=".to_owned() + pinned,
+                    "org.opencontainers.image.base.name=gcr.io/distroless/static-debian12:nonroot"
+                        .to_owned(),
+                ],
+            ),
+        ];
+        for (config, labels, timestamp, base) in cases {
+            let request = BuildRequest {
+                labels,
+                ..BuildRequest::default()
+            };
+            let argv = BuildPlan::new(&config, &request, &facts())
+                .unwrap()
+                .build_argv(Platform::LINUX_AMD64);
+            assert_eq!(
+                value_after(&argv, "--timestamp"),
+                Vec::from_iter(timestamp),
+                "{argv:?}"
+            );
+            let base_labels: Vec<&str> = value_after(&argv, "--label")
+                .into_iter()
+                .filter(|l| l.starts_with("org.opencontainers.image.base."))
+                .collect();
+            assert_eq!(base_labels, base, "{argv:?}");
+        }
+        let request = BuildRequest {
+            labels: [(CREATED.to_owned(), "2023-11-14T22:13:20.123Z".to_owned())].into(),
+            ..BuildRequest::default()
+        };
+        let err = BuildPlan::new(&config(), &request, &facts()).unwrap_err();
+        assert_eq!(exit::code_of(&err), 2);
+        assert!(err.to_string().contains("image meta"), "{err}");
+    }
+
+    fn value_after<'a>(argv: &'a [String], flag: &str) -> Vec<&'a str> {
+        argv.windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1].as_str())
+            .collect()
     }
 
     #[test]

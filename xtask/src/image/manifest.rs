@@ -835,9 +835,20 @@ pub fn publish(
     }
     durations.verify = started.elapsed();
 
+    // A tag that names the list already stays as it is: a rerun, or a release whose images are the same as the
+    // last one's (a commit that changed nothing they are made from), writes nothing.
+    let names_list = |named: &Option<Manifest>| {
+        named
+            .as_ref()
+            .is_some_and(|manifest| manifest.digest == list.digest)
+    };
+
     // 2. The list by digest everywhere: nothing points at it yet, so this changes what no one sees.
     let started = Instant::now();
-    for (repo, target) in repos.iter().zip(&targets) {
+    for ((repo, target), named) in repos.iter().zip(&targets).zip(&previous) {
+        if names_list(named) {
+            continue;
+        }
         stop_if_cancelled(&format!("before the list was pushed to {target}"))?;
         put(*repo, target, list.digest.as_str(), &list, log)
             .with_context(|| format!("push the manifest list to {target} (no tag was moved)"))?;
@@ -866,6 +877,9 @@ pub fn publish(
     let mut done: Vec<(&dyn Repository, &str, &Option<Manifest>)> = Vec::new();
     for (tag, before) in &moves {
         for ((repo, target), old) in repos.iter().zip(&targets).zip(before) {
+            if names_list(old) {
+                continue;
+            }
             done.push((*repo, tag, old));
             if let Err(err) = put(*repo, target, tag, &list, log) {
                 let restored = restore(&done, log);
@@ -2091,10 +2105,19 @@ mod tests {
                 },
             ]
         );
-        // A rerun changes nothing and supersedes nothing.
+        // A rerun changes nothing, supersedes nothing and writes nothing.
+        memory.clear_calls();
+        let tags_before = memory.tags();
         let again = run(&memory, &request).unwrap();
         assert_eq!(again.digest, list.digest);
         assert!(again.superseded.is_empty());
+        let writes: Vec<String> = memory
+            .calls()
+            .into_iter()
+            .filter(|c| c.starts_with("PUT") || c.starts_with("DELETE"))
+            .collect();
+        assert_eq!(writes, Vec::<String>::new());
+        assert_eq!(memory.tags(), tags_before);
     }
 
     /// A call's kind and place, with digests that are unknown in a dry run blanked out.

@@ -36,8 +36,12 @@ pub struct Facts {
     pub platforms: Option<String>,
     /// Target repositories requested for this run; empty for the configured ones.
     pub targets: Vec<String>,
-    /// The `created` label, seconds since the epoch: `$SOURCE_DATE_EPOCH`, else the commit's time (so a rebuild
-    /// of the same commit labels the same); `None` leaves the label out.
+    /// The `revision` label: the commit the image's inputs come from (the newest that changed them, so a docs-only
+    /// commit gives the same image as its parent); `None` for `sha`.
+    pub revision: Option<String>,
+    /// The image's time, seconds since the epoch: the `created` label and podman's `--timestamp`.
+    /// `$SOURCE_DATE_EPOCH`, else the time of the `revision` commit (so a rebuild labels the same); `None` leaves
+    /// the label out.
     pub created: Option<u64>,
 }
 
@@ -221,7 +225,8 @@ pub fn plan_for(
         check_credentials(&targets, has_credentials)?;
     }
 
-    let labels = labels(config, &version, Some(sha), facts.created);
+    let revision = facts.revision.as_deref().unwrap_or(sha);
+    let labels = labels(config, &version, Some(revision), facts.created);
 
     Ok(Plan {
         prune_previous: from_main && push,
@@ -282,6 +287,42 @@ pub fn rfc3339(epoch: u64) -> String {
         secs / 60 % 60,
         secs % 60
     )
+}
+
+/// The Unix timestamp of an RFC 3339 UTC time as [`rfc3339`] writes it (`2023-11-14T22:13:20Z`, from 1970 on);
+/// `None` for any other form.
+pub fn parse_rfc3339(text: &str) -> Option<u64> {
+    let b = text.as_bytes();
+    let shape = b.len() == 20
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            10 => *c == b'T',
+            13 | 16 => *c == b':',
+            19 => *c == b'Z',
+            _ => c.is_ascii_digit(),
+        });
+    if !shape {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| text[range].parse::<u64>().ok();
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    if year < 1970 || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    if hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    // Civil date to days (Howard Hinnant's algorithm), the inverse of the one in `rfc3339`.
+    let y = year - u64::from(month <= 2);
+    let (era, yoe) = (y / 400, y % 400);
+    let mp = if month > 2 { month - 3 } else { month + 9 };
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let epoch = days * 86_400 + hour * 3600 + minute * 60 + second;
+    // A day that does not exist in its month (2023-02-30) comes back as another date.
+    (rfc3339(epoch) == text).then_some(epoch)
 }
 
 /// `v1.2.3` -> `1.2.3`; anything but `v` and exactly three numeric parts without leading zeros is refused.
@@ -573,6 +614,11 @@ impl flags::Meta {
             Some(sha) => sha,
             None => git.head.clone().unwrap_or_default(),
         };
+        // The image's commit is known for the checkout only; a --sha of another commit is its own revision.
+        let revision = match Some(&sha) == git.head.as_ref() {
+            true => session.revision()?,
+            false => None,
+        };
         let created = session.created()?;
         let facts = Facts {
             event: self
@@ -595,6 +641,7 @@ impl flags::Meta {
                 .platforms
                 .or_else(|| env("INPUT_PLATFORMS").filter(|p| !p.trim().is_empty())),
             targets: self.to,
+            revision,
             created,
         };
         let config = session.config()?;
@@ -946,6 +993,29 @@ mod tests {
     }
 
     #[test]
+    fn the_revision_is_the_commit_the_inputs_come_from() {
+        const SOURCE: &str = "fedcba9876543210fedcba9876543210fedcba98";
+        // (event, revision known, the revision label, the tag)
+        let cases = [
+            ("push", Some(SOURCE), SOURCE, "latest"),
+            ("push", None, SHA, "latest"),
+            ("workflow_dispatch", Some(SOURCE), SOURCE, "manual-0123456"),
+        ];
+        for (event, revision, want, tag) in cases {
+            let mut facts = facts(event, "refs/heads/main");
+            facts.revision = revision.map(str::to_owned);
+            facts.created = Some(1_700_000_000);
+            let plan = plan(&facts, &settings(), &|_| Ok(true)).unwrap();
+            assert_eq!(plan.labels["org.opencontainers.image.revision"], want);
+            assert_eq!(
+                plan.labels["org.opencontainers.image.created"],
+                "2023-11-14T22:13:20Z"
+            );
+            assert_eq!(plan.tag, tag, "the tag names the commit published");
+        }
+    }
+
+    #[test]
     fn labels_skip_unknown_facts() {
         let mut config = settings();
         config.license = None;
@@ -979,6 +1049,19 @@ mod tests {
         ];
         for (epoch, want) in cases {
             assert_eq!(rfc3339(epoch), want, "{epoch}");
+            assert_eq!(parse_rfc3339(want), Some(epoch), "{want}");
+        }
+        for text in [
+            "2023-11-14T22:13:20.5Z",
+            "2023-11-14T22:13:20+00:00",
+            "2023-11-14 22:13:20Z",
+            "2023-02-30T00:00:00Z",
+            "2023-13-01T00:00:00Z",
+            "2023-11-14T24:00:00Z",
+            "1969-12-31T23:59:59Z",
+            "",
+        ] {
+            assert_eq!(parse_rfc3339(text), None, "{text}");
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The image pipeline's stages, one module each.
 
 pub mod build;
+pub mod containerfile;
 pub mod local_registry;
 pub mod manifest;
 pub mod meta;

@@ -7,7 +7,6 @@
 //! cannot drift apart. The checks that guard a version release (the git tag at HEAD, a clean tree, Cargo.toml's
 //! version) and the base-image preflight are pure functions of facts gathered once at the edge, tested here.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -16,7 +15,7 @@ use xshell::{cmd, Shell};
 
 use crate::image::local_registry::{self, LocalRegistry, Runner};
 use crate::image::manifest::{self, Urls};
-use crate::image::{build, meta, prune, push};
+use crate::image::{build, containerfile, meta, prune, push};
 use crate::oci::Platform;
 use crate::registry::credentials;
 use crate::registry::reference::parse_targets;
@@ -155,6 +154,7 @@ impl Release {
                 Some(local) => vec![format!("{}/{}", local.address, config.name)],
                 None => flags.to.clone(),
             },
+            revision: session.revision()?,
             created: session.created()?,
             ..meta::Facts::default()
         };
@@ -258,7 +258,8 @@ impl Release {
                     .map(|(_, image)| {
                         format!(
                             "podman image exists {image} || skopeo --command-timeout {BASE_TIMEOUT} inspect --raw \
-                             --retry-times 0 docker://{image}"
+                             --retry-times 0 docker://{}",
+                            containerfile::pullable(image)
                         )
                     })
                     .collect(),
@@ -537,8 +538,8 @@ impl Release {
 fn bases_of(build: &build::BuildPlan) -> anyhow::Result<Vec<(String, String)>> {
     let containerfile = std::fs::read_to_string(&build.containerfile)
         .with_context(|| format!("read {}", build.containerfile.display()))?;
-    Ok(base_images(
-        &containerfile_defaults(&containerfile),
+    Ok(containerfile::base_images(
+        &containerfile::defaults(&containerfile),
         &build.build_args,
     ))
 }
@@ -593,7 +594,7 @@ fn base_state(sh: &Shell, image: &str) -> Result<&'static str, String> {
     {
         return Ok("in local storage");
     }
-    let transport = format!("docker://{image}");
+    let transport = format!("docker://{}", containerfile::pullable(image));
     let output = cmd!(
         sh,
         "skopeo --command-timeout {BASE_TIMEOUT} inspect --raw --retry-times 0 {transport}"
@@ -776,41 +777,6 @@ pub fn latest_warnings(git: &Git) -> Vec<String> {
     warnings
 }
 
-/// The `ARG NAME=default` lines before the first `FROM`: the defaults a `--build-arg` overrides.
-pub fn containerfile_defaults(containerfile: &str) -> BTreeMap<String, String> {
-    let mut defaults = BTreeMap::new();
-    for line in containerfile.lines().map(str::trim) {
-        let upper = line.to_ascii_uppercase();
-        if upper.starts_with("FROM ") {
-            break;
-        }
-        if let Some(rest) = upper.strip_prefix("ARG ").map(|_| line[4..].trim()) {
-            if let Some((name, value)) = rest.split_once('=') {
-                let value = value.trim().trim_matches('"');
-                defaults.insert(name.trim().to_owned(), value.to_owned());
-            }
-        }
-    }
-    defaults
-}
-
-/// The base images a build pulls: RUST_IMAGE and RUNTIME_IMAGE, each from `--build-arg`, else the configured
-/// default, else the Containerfile's. `scratch` is no image.
-pub fn base_images(
-    containerfile_defaults: &BTreeMap<String, String>,
-    build_args: &BTreeMap<String, String>,
-) -> Vec<(String, String)> {
-    ["RUST_IMAGE", "RUNTIME_IMAGE"]
-        .into_iter()
-        .filter_map(|arg| {
-            let image = build_args
-                .get(arg)
-                .or_else(|| containerfile_defaults.get(arg))?;
-            (image != "scratch").then(|| (arg.to_owned(), image.clone()))
-        })
-        .collect()
-}
-
 /// The message for base images that are neither local nor reachable, said before any build starts.
 pub fn unreachable_bases_message(missing: &[(String, String, String)]) -> String {
     let mut out = String::from(
@@ -846,6 +812,7 @@ mod tests {
         Git {
             head: Some(HEAD.into()),
             commit_time: Some(1_700_000_000),
+            source: None,
             branch: Some("main".into()),
             changes: changes.iter().map(|s| s.to_string()).collect(),
         }
@@ -996,58 +963,6 @@ mod tests {
             "{warnings:?}"
         );
         assert!(warnings[1].contains("1 uncommitted change"), "{warnings:?}");
-    }
-
-    #[test]
-    fn base_images_from_args_config_and_containerfile() {
-        let containerfile = "# comment\nARG RUST_IMAGE=docker.io/library/rust:1-slim-trixie\n\
-             ARG RUNTIME_IMAGE=\"gcr.io/distroless/static-debian12:nonroot\"\nARG TARGETARCH\n\
-             FROM ${RUST_IMAGE} AS build\nARG LATER=x\n";
-        let defaults = containerfile_defaults(containerfile);
-        assert_eq!(
-            defaults,
-            [
-                (
-                    "RUST_IMAGE".to_owned(),
-                    "docker.io/library/rust:1-slim-trixie".to_owned()
-                ),
-                (
-                    "RUNTIME_IMAGE".to_owned(),
-                    "gcr.io/distroless/static-debian12:nonroot".to_owned()
-                ),
-            ]
-            .into()
-        );
-        let configured: BTreeMap<String, String> =
-            [("RUNTIME_IMAGE".to_owned(), "scratch".to_owned())].into();
-        type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>);
-        let cases: Vec<Case> = vec![
-            (
-                vec![],
-                vec![("RUST_IMAGE", "docker.io/library/rust:1-slim-trixie")],
-            ),
-            (
-                vec!["RUST_IMAGE=localhost/builder:1"],
-                vec![("RUST_IMAGE", "localhost/builder:1")],
-            ),
-            (
-                vec!["RUNTIME_IMAGE=localhost/busybox", "RUST_IMAGE=b"],
-                vec![("RUST_IMAGE", "b"), ("RUNTIME_IMAGE", "localhost/busybox")],
-            ),
-        ];
-        for (flags, want) in cases {
-            let mut args = configured.clone();
-            for flag in &flags {
-                let (key, value) = flag.split_once('=').unwrap();
-                args.insert(key.to_owned(), value.to_owned());
-            }
-            let got = base_images(&defaults, &args);
-            let want: Vec<(String, String)> = want
-                .into_iter()
-                .map(|(a, b)| (a.into(), b.into()))
-                .collect();
-            assert_eq!(got, want, "{flags:?}");
-        }
     }
 
     #[test]

@@ -67,6 +67,26 @@ fn git_head() -> String {
     )
 }
 
+/// The commit an image of this checkout records (sha, committer time): the newest that changed what the image is
+/// made from, the Containerfile, what it copies and the pipeline's code; docs-only commits after it do not count.
+pub fn image_commit() -> (String, u64) {
+    let line = stdout(Command::new("git").arg("-C").arg(root()).args([
+        "log",
+        "-1",
+        "--format=%H %ct",
+        "--",
+        "Containerfile",
+        ".containerignore",
+        "Cargo.toml",
+        "Cargo.lock",
+        "xtask/Cargo.toml",
+        "src",
+        "xtask/src",
+    ]));
+    let (sha, time) = line.split_once(' ').unwrap();
+    (sha.to_owned(), time.parse().unwrap())
+}
+
 /// The xtask with the bench's CONTAINERS_CONF.
 fn xtask() -> Command {
     let mut command = Command::new(XTASK);
@@ -160,13 +180,15 @@ fn dry_run_prints_the_exact_commands_and_runs_nothing() {
 
     let build = shell_words(lines[0]);
     assert_eq!(
-        &build[..7],
+        &build[..9],
         [
             "podman",
             "build",
             "--format",
             "docker",
             "--identity-label=false",
+            "--timestamp",
+            "1700000000",
             "--platform",
             "linux/arm64"
         ]
@@ -212,7 +234,7 @@ fn dry_run_prints_the_exact_commands_and_runs_nothing() {
         .iter()
         .find(|p| p["name"] == "mcp-taipei-metro-month-price")
         .unwrap();
-    let head = git_head();
+    let (revision, _) = image_commit();
     let want = BTreeMap::from([
         ("org.opencontainers.image.created", "2023-11-14T22:13:20Z"),
         (
@@ -223,7 +245,7 @@ fn dry_run_prints_the_exact_commands_and_runs_nothing() {
             "org.opencontainers.image.licenses",
             app["license"].as_str().unwrap(),
         ),
-        ("org.opencontainers.image.revision", head.as_str()),
+        ("org.opencontainers.image.revision", revision.as_str()),
         (
             "org.opencontainers.image.source",
             app["repository"].as_str().unwrap(),
@@ -671,8 +693,22 @@ fn check_export(built: &Built, arch: &str, machine: u16) {
     let labels = &c["Labels"];
     assert_eq!(
         labels["org.opencontainers.image.revision"],
-        git_head().as_str()
+        image_commit().0.as_str()
     );
+    // The build's time is the created label's (podman's --timestamp), and no build-time id is left.
+    assert_eq!(
+        config["created"],
+        labels["org.opencontainers.image.created"]
+    );
+    for id in ["container", "parent"] {
+        assert!(config.get(id).is_none(), "{id} in {config}");
+    }
+    assert_eq!(c["Hostname"], "", "{c}");
+    assert_eq!(config["container_config"]["Hostname"], "", "{config}");
+    for step in config["history"].as_array().unwrap() {
+        let comment = step["comment"].as_str().unwrap_or_default();
+        assert!(!comment.starts_with("FROM "), "{step}");
+    }
     assert_eq!(
         labels["org.opencontainers.image.title"],
         "mcp-taipei-metro-month-price"
@@ -1032,7 +1068,7 @@ fn amd64_builds_as_an_unprivileged_user_with_rootless_podman() {
     assert_eq!(config["architecture"], "amd64");
     assert_eq!(
         config["config"]["Labels"]["org.opencontainers.image.revision"],
-        git_head().as_str()
+        image_commit().0.as_str()
     );
     let _ = as_user(&["podman", "rmi", "localhost/xtask-test/rootless:t-amd64"]).output();
     let _ = std::fs::remove_dir_all(&share);
@@ -1089,10 +1125,21 @@ fn the_image_carries_exactly_the_labels_meta_decided() {
             labels["org.opencontainers.image.version"], version,
             "{event} {git_ref}"
         );
-        assert_eq!(labels["org.opencontainers.image.revision"], sha.as_str());
-        assert!(
-            labels["org.opencontainers.image.created"].is_string(),
-            "{labels}"
+        // The image's commit and time, whichever commit is published: a docs-only HEAD publishes its parent's.
+        let (revision, time) = image_commit();
+        assert_eq!(
+            labels["org.opencontainers.image.revision"],
+            revision.as_str()
+        );
+        assert_eq!(
+            labels["org.opencontainers.image.created"],
+            stdout(Command::new("date").args([
+                "-u",
+                "-d",
+                &format!("@{time}"),
+                "+%Y-%m-%dT%H:%M:%SZ"
+            ]))
+            .as_str()
         );
 
         let mut build = xtask();

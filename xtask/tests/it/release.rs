@@ -464,7 +464,8 @@ fn a_dry_run_prints_every_step_and_leaves_the_registry_byte_for_byte_unchanged()
     );
     for fragment in [
         "plan: tag latest",
-        "podman build --format docker --identity-label=false --platform linux/arm64",
+        "podman build --format docker --identity-label=false --timestamp ",
+        "--platform linux/arm64 --network=host",
         &format!(
             "PUT    http://{}/v2/{REPO}/manifests/latest",
             registry.address
