@@ -10,7 +10,8 @@
 //! base images once): an empty one per clean build, which is what a CI runner starts with.
 //!
 //! - B1 clean build vs rebuild after a source-only change (same storage), on a copy of the project whose
-//!   src/main.rs gets a new comment before each rebuild; the copy's own xtask binary runs `image build`.
+//!   src/main.rs gets a new comment before each rebuild; this xtask runs `image build` in the copy (a project is
+//!   the checkout the xtask runs in).
 //! - B2 the same clean build vs a build on empty storage with `--cache-repo` (a registry filled by an earlier
 //!   build), after a source-only change: the CI case, where each push changes the sources.
 //! - B3 (`--emulated`) arm64 cross-compiled vs arm64 emulated: the same Containerfile and podman argv, with the
@@ -18,9 +19,12 @@
 //! - B4 push of an image the registry already has: `image push` vs `podman push`; a proxy in front of the
 //!   registry counts what each sends.
 //! - B5 one list over 2 platforms into 2 repositories: `image manifest` vs `podman manifest create/add/push`.
-//! - B9 (only when named) the races test for 100 rounds: tags lost, `latest` not on the newest commit, failed runs.
 //! - B6 cold compile of the xtask (empty CARGO_TARGET_DIR), and `--help` of the built binary vs `cargo xtask`.
 //! - B7 `image release --local` warm, the image's size, and the xtask's peak memory pushing a 200 MiB layer.
+//! - B8 `image release` of a docs-only commit vs one of a source change, in a git clone of the project, into one
+//!   registry through the counting proxy: the docs-only release uploads nothing, writes no manifest, moves no tag
+//!   and prunes nothing, since its images are the very ones `latest` names.
+//! - B9 (only when named) the races test for 100 rounds: tags lost, `latest` not on the newest commit, failed runs.
 
 mod proc;
 mod proxy;
@@ -81,8 +85,9 @@ const B7_SIZE_TARGET_MB: f64 = 15.0;
 const B7_MEMORY_TARGET_MB: f64 = 64.0;
 /// Rounds of the races test B9 runs (the test's own default is 8).
 const B9_ROUNDS: u32 = 100;
+const B8_TARGET: f64 = 0.2;
 
-/// The benchmarks to run: B1 … B7 named on the command line (any case, `b4` or `4`), default all but B3;
+/// The benchmarks to run: B1 … B9 named on the command line (any case, `b4` or `4`), default all but B3 and B9;
 /// `--emulated` adds B3.
 pub fn selection(which: &[String], emulated: bool) -> anyhow::Result<BTreeSet<u8>> {
     let mut chosen = BTreeSet::new();
@@ -93,16 +98,16 @@ pub fn selection(which: &[String], emulated: bool) -> anyhow::Result<BTreeSet<u8
             .unwrap_or(name)
             .parse::<u8>()
             .ok()
-            .filter(|n| (1..=7).contains(n) || *n == 9)
+            .filter(|n| (1..=9).contains(n))
             .ok_or_else(|| {
                 crate::exit::invalid(format!(
-                    "unknown benchmark {name:?}; name B1 … B7 or B9 (B3 needs --emulated to be useful)"
+                    "unknown benchmark {name:?}; name B1 … B9 (B3 needs --emulated to be useful)"
                 ))
             })?;
         chosen.insert(number);
     }
     if chosen.is_empty() {
-        chosen.extend([1, 2, 4, 5, 6, 7]);
+        chosen.extend([1, 2, 4, 5, 6, 7, 8]);
     }
     if emulated {
         chosen.insert(3);
@@ -110,11 +115,12 @@ pub fn selection(which: &[String], emulated: bool) -> anyhow::Result<BTreeSet<u8
     Ok(chosen)
 }
 
-/// One command to run and show: environment additions and argv.
+/// One command to run and show: environment additions, argv, and the directory it runs in (default: the root).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Spec {
     pub env: Vec<(String, String)>,
     pub argv: Vec<String>,
+    pub dir: Option<PathBuf>,
 }
 
 impl Spec {
@@ -122,7 +128,14 @@ impl Spec {
         Spec {
             env: Vec::new(),
             argv: argv.into_iter().map(Into::into).collect(),
+            dir: None,
         }
+    }
+
+    /// Runs in `dir` (the xtask's project is the checkout it runs in).
+    pub fn in_dir(mut self, dir: &Path) -> Spec {
+        self.dir = Some(dir.to_owned());
+        self
     }
 
     pub fn env(mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> Spec {
@@ -142,7 +155,15 @@ impl Spec {
             .chain(self.argv.iter().cloned())
             .collect();
         let prefix = format!("{}/", root.display());
-        shell_line(&words).replace(&prefix, "")
+        let line = match &self.dir {
+            Some(dir) => format!(
+                "cd {} && {}",
+                shell_line(&[dir.display().to_string()]),
+                shell_line(&words)
+            ),
+            None => shell_line(&words),
+        };
+        line.replace(&prefix, "")
     }
 
     fn command(&self, sh: &Shell) -> Command {
@@ -160,6 +181,9 @@ impl Spec {
         }
         for (key, value) in &self.env {
             command.env(key, value);
+        }
+        if let Some(dir) = &self.dir {
+            command.current_dir(dir);
         }
         command
     }
@@ -225,6 +249,9 @@ impl flags::Bench {
                 "B1/B2",
                 bench.b1_b2(rounds, chosen.contains(&1), chosen.contains(&2)),
             );
+        }
+        if chosen.contains(&8) {
+            record("B8", bench.b8(rounds));
         }
         if chosen.contains(&3) {
             record("B3", bench.b3(rounds));
@@ -365,7 +392,9 @@ impl<'a> Bencher<'a> {
         let log = self.next_log(label);
         let _ = std::fs::write(&log, format!("$ {}\n", spec.shown(&self.root)));
         let mut command = spec.command(self.sh);
-        command.env("SOURCE_DATE_EPOCH", &self.source_date_epoch);
+        if !spec.env.iter().any(|(key, _)| key == "SOURCE_DATE_EPOCH") {
+            command.env("SOURCE_DATE_EPOCH", &self.source_date_epoch);
+        }
         if let Some(conf) = &self.containers_conf {
             command.env("CONTAINERS_CONF", conf);
         }
@@ -1041,14 +1070,14 @@ impl<'a> Bencher<'a> {
     fn b1_b2(&mut self, rounds: u32, b1: bool, b2: bool) -> anyhow::Result<Vec<Bench>> {
         println!("B1/B2: clean build vs rebuild after a source change, and vs empty storage with the registry cache");
         let base = self.base(&[])?;
-        let (copy, copy_xtask) = self.project_copy()?;
+        let copy = self.project_copy()?;
         let registry = if b2 { Some(self.registry()?) } else { None };
         let cache_repo = registry.map(|r| format!("{r}/bench/layer-cache"));
         let storages = self.dir.join("storage");
         let work = self.dir.join("work-copy");
         let build_spec = |storage: &Storage, cache: Option<&str>| {
             let mut argv = vec![
-                copy_xtask.display().to_string(),
+                self.xtask.display().to_string(),
                 "image".into(),
                 "build".into(),
                 "--platform".into(),
@@ -1058,7 +1087,9 @@ impl<'a> Bencher<'a> {
             if let Some(cache) = cache {
                 argv.extend(["--cache-repo".into(), cache.to_owned()]);
             }
+            // In the copy: the xtask's project is the checkout it runs in.
             Spec::new(argv)
+                .in_dir(&copy)
                 .env("CONTAINERS_STORAGE_CONF", &storage.conf)
                 .env("CARGO_TARGET_DIR", &work)
         };
@@ -1136,7 +1167,7 @@ impl<'a> Bencher<'a> {
                 }
             }
         }
-        let note = "linux/amd64, built by the xtask binary of a copy of the project (target/bench/project) whose \
+        let note = "linux/amd64, built by the xtask run in a copy of the project (target/bench/project) whose \
                     src/main.rs gets a new comment line before each rebuild and each cached build";
         let mut out = Vec::new();
         if b1 {
@@ -1169,9 +1200,9 @@ impl<'a> Bencher<'a> {
         Ok(out)
     }
 
-    /// A copy of the project (what git tracks or would track) in target/bench/project, and its own xtask built,
-    /// whose project root is the copy.
-    fn project_copy(&mut self) -> anyhow::Result<(PathBuf, PathBuf)> {
+    /// A copy of the project (what git tracks or would track) in target/bench/project, where B1 and B2 edit
+    /// src/ and build.
+    fn project_copy(&mut self) -> anyhow::Result<PathBuf> {
         let copy = self.dir.join("project");
         let _ = std::fs::remove_dir_all(&copy);
         let listing = cmd!(
@@ -1191,19 +1222,191 @@ impl<'a> Bencher<'a> {
             std::fs::copy(&from, &to)
                 .with_context(|| format!("copy {} to {}", from.display(), to.display()))?;
         }
-        let target = self.dir.join("project-target");
-        let manifest = copy.join("Cargo.toml");
-        let spec = Spec::new([
-            self.cargo.clone(),
-            "build".into(),
-            "--package".into(),
-            "xtask".into(),
-            "--manifest-path".into(),
-            manifest.display().to_string(),
-        ])
-        .env("CARGO_TARGET_DIR", &target);
-        self.time("setup: build the copy's xtask", &spec, false)?;
-        Ok((copy, target.join("debug").join("xtask")))
+        Ok(copy)
+    }
+
+    // ---- B8 ----
+
+    fn b8(&mut self, rounds: u32) -> anyhow::Result<Vec<Bench>> {
+        println!("B8: image release of a docs-only commit vs one of a source change");
+        let base = self.base(&[])?;
+        let registry = self.registry()?;
+        let proxy = proxy::CountingProxy::start(&registry).context("start the counting proxy")?;
+        let repository = format!("bench/b8-{}", self.started);
+        let target = format!("{}/{repository}", proxy.address);
+
+        // A clone with the project's history (the image's commit is found in it), committed to as a developer
+        // would; the xtask binary's project is the checkout it runs in.
+        let clone = self.dir.join("b8-project");
+        let _ = std::fs::remove_dir_all(&clone);
+        let root = &self.root;
+        cmd!(self.sh, "git clone -q --no-hardlinks {root} {clone}")
+            .quiet()
+            .run()
+            .context("clone the project for B8")?;
+        let git = |args: &[&str]| -> anyhow::Result<String> {
+            let mut all = vec![
+                "-C".to_owned(),
+                clone.display().to_string(),
+                "-c".to_owned(),
+                "user.name=cargo xtask bench".to_owned(),
+                "-c".to_owned(),
+                "user.email=bench@localhost".to_owned(),
+            ];
+            all.extend(args.iter().map(|a| a.to_string()));
+            cmd!(self.sh, "git {all...}")
+                .quiet()
+                .read()
+                .with_context(|| format!("git {}", args.join(" ")))
+        };
+        let storage = Storage::fresh(self.sh, &self.dir.join("storage/b8"), Some(&base))?;
+        let work = self.dir.join("work-b8");
+        let release = |extra: &[&str]| {
+            let mut argv = vec![
+                self.xtask.display().to_string(),
+                "image".into(),
+                "release".into(),
+                "--to".into(),
+                target.clone(),
+            ];
+            argv.extend(extra.iter().map(|a| a.to_string()));
+            argv.extend(self.build_args(&self.rust_image));
+            Spec::new(argv)
+                .in_dir(&clone)
+                .env("CONTAINERS_STORAGE_CONF", &storage.conf)
+                .env("CARGO_TARGET_DIR", &work)
+                // The image's time comes from its commit, as in CI; empty is unset.
+                .env("SOURCE_DATE_EPOCH", "")
+        };
+
+        // Setup (untimed): a version release (its X.Y.Z, X.Y and X tags), then `latest`.
+        let version = ImageConfig::load(self.sh)?.version;
+        git(&["tag", &format!("v{version}")])?;
+        self.time(
+            &format!("setup (untimed): image release --version v{version}"),
+            &release(&["--version", &format!("v{version}")]),
+            false,
+        )?;
+        self.time("setup (untimed): image release", &release(&[]), false)?;
+        proxy.take();
+
+        let latest = release(&[]);
+        let mut source_side = Side::new(
+            "image release after a commit to src/ (new images)",
+            latest.shown(&self.root),
+        );
+        let mut docs_side = Side::new(
+            "image release after a docs-only commit (the same images)",
+            latest.shown(&self.root),
+        );
+        let (mut docs_bytes, mut docs_writes, mut moved_tags) = (0, 0, 0);
+        let mut source_bytes = Vec::new();
+        let mut commits = 0;
+        for round in 0..rounds {
+            for source_first in order(round) {
+                commits += 1;
+                let (file, what) = if source_first {
+                    ("src/main.rs", "source")
+                } else {
+                    ("README.md", "docs-only")
+                };
+                let path = clone.join(file);
+                let mut text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("read {}", path.display()))?;
+                let comment = if source_first { "//" } else { "<!--" };
+                text.push_str(&format!(
+                    "\n{comment} {what} change {commits} for `cargo xtask bench`\n"
+                ));
+                if !source_first {
+                    text.push_str("-->\n");
+                }
+                std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
+                git(&[
+                    "commit",
+                    "-q",
+                    "-a",
+                    "-m",
+                    &format!("bench: {what} change {commits}"),
+                ])?;
+
+                let before = tag_digests(&registry, &repository)?;
+                let timed = self.time(
+                    &format!("image release after a {what} commit, round {}", round + 1),
+                    &latest,
+                    false,
+                )?;
+                let sent = proxy.take();
+                let after = tag_digests(&registry, &repository)?;
+                let changed: Vec<&String> = after
+                    .iter()
+                    .filter(|(tag, digest)| before.get(*tag) != Some(digest))
+                    .map(|(tag, _)| tag)
+                    .chain(before.keys().filter(|tag| !after.contains_key(*tag)))
+                    .collect();
+                if source_first {
+                    source_side.seconds.push(timed.elapsed.as_secs_f64());
+                    source_bytes.push(sent.body_bytes as f64);
+                    anyhow::ensure!(
+                        changed == [&"latest".to_owned()],
+                        "a source change must move `latest` and only it; changed: {changed:?}"
+                    );
+                } else {
+                    docs_side.seconds.push(timed.elapsed.as_secs_f64());
+                    docs_bytes = docs_bytes.max(sent.body_bytes);
+                    docs_writes += sent.requests.get("PUT").copied().unwrap_or(0)
+                        + sent.requests.get("POST").copied().unwrap_or(0)
+                        + sent.requests.get("PATCH").copied().unwrap_or(0)
+                        + sent.requests.get("DELETE").copied().unwrap_or(0);
+                    moved_tags += changed.len();
+                }
+            }
+        }
+        let mut bench = Bench::versus(
+            "B8",
+            "image release: a docs-only commit vs a source change (both platforms, into one registry)",
+            source_side,
+            docs_side,
+            B8_TARGET,
+        );
+        bench.figures.push(Figure::new(
+            "bytes uploaded by the docs-only release (request bodies, highest round)",
+            docs_bytes as f64,
+            "B",
+            Some(0.0),
+            "the counting proxy between the xtask and the registry",
+        ));
+        bench.figures.push(Figure::new(
+            "writes by the docs-only releases (PUT, POST, PATCH, DELETE: manifests, uploads, tags, prunes)",
+            docs_writes as f64,
+            "requests",
+            Some(0.0),
+            "the counting proxy, every round",
+        ));
+        bench.figures.push(Figure::new(
+            "tags the docs-only releases changed (latest, 0.x.y, 0.x, 0)",
+            moved_tags as f64,
+            "tags",
+            Some(0.0),
+            format!("tags/list and each tag's digest, before and after, in {repository}"),
+        ));
+        if let Some(median) = report::Summary::of(&source_bytes) {
+            bench.figures.push(Figure::new(
+                "bytes uploaded by the release after a source change (median)",
+                median.median,
+                "B",
+                None,
+                "the counting proxy",
+            ));
+        }
+        bench.notes.push(format!(
+            "a git clone of the project in target/bench/b8-project; each round commits a comment to src/main.rs \
+             (a new image: latest moves, the old one is pruned) and a comment to README.md (nothing the image is \
+             made from), alternating which goes first; a version release v{version} and a latest release before \
+             the first round; one warm podman storage (as a developer's, or a CI runner with the layer cache)"
+        ));
+        storage.remove(self.sh)?;
+        let _ = std::fs::remove_dir_all(&clone);
+        Ok(vec![bench])
     }
 
     // ---- B3 ----
@@ -1300,6 +1503,46 @@ impl<'a> Bencher<'a> {
         ));
         Ok(vec![bench])
     }
+}
+
+/// Every tag of `repository` and the digest it names, read from the registry itself (not through the proxy).
+fn tag_digests(registry: &str, repository: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let mut response = agent
+        .get(&format!("http://{registry}/v2/{repository}/tags/list"))
+        .call()
+        .with_context(|| format!("list the tags of {repository}"))?;
+    if response.status() == 404 {
+        return Ok(BTreeMap::new());
+    }
+    let body = response
+        .body_mut()
+        .read_to_string()
+        .with_context(|| format!("read the tags of {repository}"))?;
+    let listing: serde_json::Value = serde_json::from_str(&body)
+        .with_context(|| format!("the tags of {repository} are not JSON: {body}"))?;
+    let mut tags = BTreeMap::new();
+    for tag in listing["tags"].as_array().into_iter().flatten() {
+        let tag = tag.as_str().unwrap_or_default();
+        let response = agent
+            .head(&format!(
+                "http://{registry}/v2/{repository}/manifests/{tag}"
+            ))
+            .header("accept", media_type::MANIFEST_ACCEPT)
+            .call()
+            .with_context(|| format!("read tag {tag} of {repository}"))?;
+        let digest = response
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|d| d.to_str().ok())
+            .unwrap_or_default();
+        tags.insert(tag.to_owned(), digest.to_owned());
+    }
+    Ok(tags)
 }
 
 /// The media type of a list in the registry, to say what each side published.
@@ -1496,14 +1739,15 @@ mod tests {
     #[test]
     fn selections() {
         type Case<'a> = (&'a [&'a str], bool, Option<&'a [u8]>);
-        let cases: [Case; 8] = [
-            (&[], false, Some(&[1, 2, 4, 5, 6, 7])),
-            (&[], true, Some(&[1, 2, 3, 4, 5, 6, 7])),
+        let cases: [Case; 9] = [
+            (&[], false, Some(&[1, 2, 4, 5, 6, 7, 8])),
+            (&[], true, Some(&[1, 2, 3, 4, 5, 6, 7, 8])),
             (&["B4"], false, Some(&[4])),
             (&["b1,b2", "7"], false, Some(&[1, 2, 7])),
             (&["B3"], false, Some(&[3])),
+            (&["B8"], false, Some(&[8])),
             (&["B9"], false, Some(&[9])),
-            (&["B8"], false, None),
+            (&["B10"], false, None),
             (&["fast"], false, None),
         ];
         for (which, emulated, want) in cases {

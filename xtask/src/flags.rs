@@ -127,7 +127,7 @@ xflags::xflags! {
 
         /// Measure the pipeline's speed and memory side by side and write target/bench/*.json (about 40 minutes for all; builds run in podman storages of their own under target/bench/storage).
         cmd bench {
-            /// Benchmarks to run: B1 clean build vs source-only rebuild, B2 vs empty storage with the registry cache, B3 arm64 cross vs emulated, B4 push of a present image vs podman push, B5 image manifest vs podman manifest, B6 cold compile and --help, B7 release --local, image size and push memory, B9 100 rounds of racing releases (lost tags, latest on the newest commit); default: all but B3 and B9.
+            /// Benchmarks to run: B1 clean build vs source-only rebuild, B2 vs empty storage with the registry cache, B3 arm64 cross vs emulated, B4 push of a present image vs podman push, B5 image manifest vs podman manifest, B6 cold compile and --help, B7 release --local, image size and push memory, B8 release of a docs-only commit vs a source change, B9 100 rounds of racing releases (lost tags, latest on the newest commit); default: all but B3 and B9.
             repeated which: String
             /// Include B3 (arm64 emulated with qemu; takes an hour or more, and builds an arm64 Rust image once).
             optional --emulated

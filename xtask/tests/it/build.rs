@@ -8,7 +8,6 @@
 //! shared between tests and test processes through a lock file, so a run builds each platform once.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -17,6 +16,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::support::registry::{free_port, sha256};
+use crate::support::rootless::{self, Rootless};
 use crate::support::{self, ci_env, root, target_dir};
 
 const XTASK: &str = env!("CARGO_BIN_EXE_xtask");
@@ -859,180 +859,38 @@ fn source_only_change_reuses_the_dependency_layer() {
 
 // ---- rootless ----
 
-const ROOTLESS_USER: &str = "xtask-rootless";
-
-fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").unwrap().uid() == 0
-}
-
-/// Free subordinate id range for a new /etc/subuid or /etc/subgid entry (after every existing one).
-fn next_subid_start(file: &str) -> u64 {
-    std::fs::read_to_string(file)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| {
-            let mut parts = line.split(':').skip(1);
-            Some(parts.next()?.parse::<u64>().ok()? + parts.next()?.parse::<u64>().ok()?)
-        })
-        .max()
-        .unwrap_or(100_000)
-        .max(100_000)
-}
-
-/// The test user with subuid/subgid entries, created on first use; returns (uid, home).
-fn ensure_rootless_user() -> (u32, PathBuf) {
-    if !Command::new("id")
-        .args(["-u", ROOTLESS_USER])
-        .output()
-        .unwrap()
-        .status
-        .success()
-    {
-        run(Command::new("useradd").args(["--create-home", "--shell", "/bin/sh", ROOTLESS_USER]));
-    }
-    for (file, flag) in [
-        ("/etc/subuid", "--add-subuids"),
-        ("/etc/subgid", "--add-subgids"),
-    ] {
-        let has = std::fs::read_to_string(file)
-            .unwrap_or_default()
-            .lines()
-            .any(|l| l.starts_with(&format!("{ROOTLESS_USER}:")));
-        if !has {
-            let start = next_subid_start(file);
-            run(Command::new("usermod").args([
-                flag,
-                &format!("{start}-{}", start + 65_535),
-                ROOTLESS_USER,
-            ]));
-        }
-    }
-    let uid: u32 = stdout(Command::new("id").args(["-u", ROOTLESS_USER]))
-        .parse()
-        .unwrap();
-    let home = stdout(Command::new("getent").args(["passwd", ROOTLESS_USER]));
-    let home = PathBuf::from(home.split(':').nth(5).unwrap());
-    (uid, home)
-}
-
-/// Every directory from / to `path` must let others in, or the unprivileged user cannot read the checkout.
 #[test]
 #[ignore = "creates a user and builds with rootless podman: needs root and the test bench; run by `cargo xtask ci`"]
 fn amd64_builds_as_an_unprivileged_user_with_rootless_podman() {
-    if !is_root() {
+    if !rootless::is_root() {
         // Not root: every build of this suite already ran rootless; prove it.
         let rootless = stdout(podman().args(["info", "--format", "{{.Host.Security.Rootless}}"]));
         assert_eq!(rootless, "true");
         shared_build("linux/amd64");
         return;
     }
-    // One rootless build at a time (two test processes would share the user's storage).
-    let one = File::create(target_dir().join("tests-rootless.lock")).unwrap();
-    one.lock().unwrap();
-    let (uid, home) = ensure_rootless_user();
-    let owner = format!("{ROOTLESS_USER}:{ROOTLESS_USER}");
+    let user = Rootless::prepare();
+    let checkout = user.clone_checkout("src");
+    user.sync_image(&rust_builder());
 
-    // The user's podman: native overlay (rootless may otherwise pick vfs) and, when the bench needed one, the same
-    // containers.conf (the user may not be able to read it under target/).
-    let config = home.join(".config/containers");
-    std::fs::create_dir_all(&config).unwrap();
-    std::fs::write(
-        config.join("storage.conf"),
-        "[storage]\ndriver = \"overlay\"\n",
-    )
-    .unwrap();
-    match ci_env().get("CONTAINERS_CONF") {
-        Some(conf) => {
-            std::fs::copy(conf, config.join("containers.conf")).unwrap();
-        }
-        None => {
-            let _ = std::fs::remove_file(config.join("containers.conf"));
-        }
-    }
-    run(Command::new("chown")
-        .arg("-R")
-        .arg(&owner)
-        .arg(home.join(".config")));
-
-    // Binaries the user can run: the xtask and cargo (for `cargo metadata`), which may sit in unreadable homes.
-    let share = PathBuf::from(format!("/tmp/xtask-rootless-{uid}"));
-    let _ = std::fs::remove_dir_all(&share);
-    std::fs::create_dir_all(share.join("bin")).unwrap();
-    std::fs::create_dir_all(share.join("run")).unwrap();
-    std::fs::create_dir_all(share.join("target")).unwrap();
-    std::fs::copy(XTASK, share.join("bin/xtask")).unwrap();
-    std::fs::copy(env!("CARGO"), share.join("bin/cargo")).unwrap();
-    // The user's own copy of the checkout: this one may sit where others cannot read (a home of mode 0700, a
-    // `mktemp -d`), and the user needs to read the build context.
-    let checkout = share.join("src");
-    run(Command::new("git")
-        .args(["clone", "-q", "--no-hardlinks"])
-        .arg(root())
-        .arg(&checkout));
-    run(Command::new("chmod").args(["-R", "a+rX"]).arg(&share));
-    run(Command::new("chown")
-        .arg(&owner)
-        .arg(share.join("run"))
-        .arg(share.join("target")));
-    run(Command::new("chmod").arg("700").arg(share.join("run")));
-
-    let as_user = |args: &[&str]| {
-        let mut command = Command::new("runuser");
-        // A directory the user can enter: this checkout may sit in one only its owner can (mode 0700).
-        command
-            .current_dir(&share)
-            .args(["-u", ROOTLESS_USER, "--", "env", "-i"])
-            .arg(format!("HOME={}", home.display()))
-            .arg(format!("USER={ROOTLESS_USER}"))
-            .arg("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-            .arg(format!("XDG_RUNTIME_DIR={}", share.join("run").display()))
-            .args(args);
-        command
-    };
-
-    // The Rust builder in the user's storage, copied from root's when its content key differs.
-    let builder = rust_builder();
-    let key_of = "{{index .Labels \"xtask.content-key\"}}";
-    let root_key = stdout(podman().args(["image", "inspect", "--format", key_of, &builder]));
-    let user_key = as_user(&["podman", "image", "inspect", "--format", key_of, &builder])
-        .output()
-        .unwrap();
-    if String::from_utf8_lossy(&user_key.stdout).trim() != root_key {
-        let archive = share.join("rust-builder.tar");
-        run(podman().args(["save", "--output", archive.to_str().unwrap(), &builder]));
-        run(Command::new("chmod").arg("a+r").arg(&archive));
-        run(&mut as_user(&[
-            "podman",
-            "load",
-            "--quiet",
-            "--input",
-            archive.to_str().unwrap(),
-        ]));
-        std::fs::remove_file(&archive).unwrap();
-    }
-
-    let mut args = vec![
-        "CARGO=".to_owned() + share.join("bin/cargo").to_str().unwrap(),
-        "CARGO_TARGET_DIR=".to_owned() + share.join("target").to_str().unwrap(),
-        // git refuses a repository owned by someone else unless told it is safe (for the revision label).
-        "GIT_CONFIG_COUNT=1".to_owned(),
-        "GIT_CONFIG_KEY_0=safe.directory".to_owned(),
-        "GIT_CONFIG_VALUE_0=*".to_owned(),
-        share.join("bin/xtask").display().to_string(),
-        "image".to_owned(),
-        "build".to_owned(),
-        "--platform".to_owned(),
-        "linux/amd64".to_owned(),
-        "--tag".to_owned(),
-        "localhost/xtask-test/rootless:t".to_owned(),
-    ];
+    let mut args = user.xtask_words(&user.share.join("target"));
+    args.extend(
+        [
+            "image",
+            "build",
+            "--platform",
+            "linux/amd64",
+            "--tag",
+            "localhost/xtask-test/rootless:t",
+        ]
+        .map(str::to_owned),
+    );
     for arg in build_args() {
         args.extend(["--build-arg".to_owned(), arg]);
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let started = Instant::now();
-    let output = as_user(&args).current_dir(&checkout).output().unwrap();
+    let output = user.command(&args).current_dir(&checkout).output().unwrap();
     let log = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
@@ -1048,16 +906,17 @@ fn amd64_builds_as_an_unprivileged_user_with_rootless_podman() {
         started.elapsed().as_secs_f64()
     );
 
-    let info = as_user(&[
-        "podman",
-        "info",
-        "--format",
-        "{{.Host.Security.Rootless}} {{.Store.GraphDriverName}}",
-    ])
-    .output()
-    .unwrap();
+    let info = user
+        .command(&[
+            "podman",
+            "info",
+            "--format",
+            "{{.Host.Security.Rootless}} {{.Store.GraphDriverName}}",
+        ])
+        .output()
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&info.stdout).trim(), "true overlay");
-    let export = share.join("target/image/linux-amd64");
+    let export = user.share.join("target/image/linux-amd64");
     let manifest: Value =
         serde_json::from_slice(&std::fs::read(export.join("manifest.json")).unwrap()).unwrap();
     let config_digest = manifest["config"]["digest"].as_str().unwrap();
@@ -1070,8 +929,9 @@ fn amd64_builds_as_an_unprivileged_user_with_rootless_podman() {
         config["config"]["Labels"]["org.opencontainers.image.revision"],
         image_commit().0.as_str()
     );
-    let _ = as_user(&["podman", "rmi", "localhost/xtask-test/rootless:t-amd64"]).output();
-    let _ = std::fs::remove_dir_all(&share);
+    let _ = user
+        .command(&["podman", "rmi", "localhost/xtask-test/rootless:t-amd64"])
+        .output();
 }
 
 #[test]

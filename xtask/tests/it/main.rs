@@ -13,6 +13,7 @@ mod push;
 mod push_faults;
 mod races;
 mod release;
+mod reproducible;
 mod secrets;
 mod support;
 mod workflow;

@@ -4,10 +4,12 @@
 //! - `registry`: real distribution registries in each auth mode, a token server, synthetic image exports and running
 //!   the xtask binary (its API is documented at the top of support/registry.rs).
 //! - `fault_proxy`: the fault-injecting proxy put between the xtask and a registry.
+//! - `rootless`: an unprivileged user with rootless podman, for the builds that run as one.
 //! - `simulate`: runs the workflow's jobs locally the way GitHub would.
 
 pub mod fault_proxy;
 pub mod registry;
+pub mod rootless;
 pub mod simulate;
 
 use std::collections::BTreeMap;
