@@ -523,6 +523,14 @@ impl Plan {
             );
         }
         let _ = writeln!(out, "  version:    {}", self.version);
+        if let Some(revision) = self.labels.get("org.opencontainers.image.revision") {
+            // A docs-only HEAD shows its parent here: the image is the one that commit made.
+            let created = self
+                .labels
+                .get("org.opencontainers.image.created")
+                .map_or(String::new(), |c| format!(", time {c}"));
+            let _ = writeln!(out, "  image of:   {}{created}", short(revision));
+        }
         let _ = writeln!(
             out,
             "  release:    {}",
@@ -988,6 +996,7 @@ mod tests {
             text.contains("tag:        2.0.0") && text.contains("linux/arm64 on ubuntu-24.04-arm"),
             "{text}"
         );
+        assert!(text.contains("image of:   0123456\n"), "{text}");
         let md = plan.markdown(&facts("push", "refs/tags/v2.0.0"));
         assert!(md.contains("| tag | 2.0.0 |"), "{md}");
     }
@@ -1012,6 +1021,14 @@ mod tests {
                 "2023-11-14T22:13:20Z"
             );
             assert_eq!(plan.tag, tag, "the tag names the commit published");
+            let text = plan.summary(&facts);
+            assert!(
+                text.contains(&format!(
+                    "image of:   {}, time 2023-11-14T22:13:20Z",
+                    &want[..7]
+                )),
+                "{text}"
+            );
         }
     }
 
