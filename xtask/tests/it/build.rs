@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::support::registry::{free_port, sha256};
 use crate::support::rootless::{self, Rootless};
-use crate::support::{self, ci_env, root, target_dir};
+use crate::support::{self, ci_env, root, run, stdout, target_dir};
 
 const XTASK: &str = env!("CARGO_BIN_EXE_xtask");
 /// A platform's ELF machine numbers (e_machine).
@@ -35,27 +35,6 @@ fn podman() -> Command {
     let mut command = Command::new("podman");
     command.envs(ci_env().into_iter().filter(|(k, _)| k == "CONTAINERS_CONF"));
     command
-}
-
-fn run(command: &mut Command) -> Output {
-    let output = command
-        .output()
-        .unwrap_or_else(|err| panic!("start {command:?}: {err}"));
-    assert!(
-        output.status.success(),
-        "{command:?} failed ({}):\n{}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-fn stdout(command: &mut Command) -> String {
-    String::from_utf8(run(command).stdout)
-        .unwrap()
-        .trim()
-        .to_owned()
 }
 
 fn git_head() -> String {

@@ -15,6 +15,7 @@ pub mod simulate;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use serde_norway::Value;
 
@@ -175,4 +176,27 @@ pub fn parse_outputs(text: &str) -> BTreeMap<String, String> {
         }
     }
     out
+}
+
+/// Runs `command` to its end; panics with its output unless it succeeded.
+pub fn run(command: &mut Command) -> Output {
+    let output = command
+        .output()
+        .unwrap_or_else(|err| panic!("start {command:?}: {err}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// [`run`], and its standard output, trimmed.
+pub fn stdout(command: &mut Command) -> String {
+    String::from_utf8(run(command).stdout)
+        .unwrap()
+        .trim()
+        .to_owned()
 }

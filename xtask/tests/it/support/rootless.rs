@@ -6,10 +6,10 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use super::registry::sha256;
-use super::{ci_env, root, target_dir};
+use super::{ci_env, root, run, stdout, target_dir};
 
 pub const USER: &str = "xtask-rootless";
 
@@ -220,27 +220,6 @@ fn podman() -> Command {
     let mut command = Command::new("podman");
     command.envs(ci_env().into_iter().filter(|(k, _)| k == "CONTAINERS_CONF"));
     command
-}
-
-pub fn run(command: &mut Command) -> Output {
-    let output = command
-        .output()
-        .unwrap_or_else(|err| panic!("start {command:?}: {err}"));
-    assert!(
-        output.status.success(),
-        "{command:?} failed ({}):\n{}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-fn stdout(command: &mut Command) -> String {
-    String::from_utf8(run(command).stdout)
-        .unwrap()
-        .trim()
-        .to_owned()
 }
 
 /// Free subordinate id range for a new /etc/subuid or /etc/subgid entry (after every existing one).
