@@ -123,6 +123,19 @@ xflags::xflags! {
                 /// Registry host that may be reached over plain HTTP; repeatable.
                 repeated --insecure-registry insecure_registry: String
             }
+            /// Check a published image: its list, platforms, configs and attestations, then rebuild the commit it records and compare digests.
+            cmd verify {
+                /// The image: REGISTRY/NAME:TAG or REGISTRY/NAME@sha256:… (ghcr.io/owner/app:latest); without a tag, latest.
+                required reference: String
+                /// Only the checks of what the registry holds (list, platforms, configs, labels, healthcheck, blobs, attestations); no rebuild.
+                optional --no-rebuild
+                /// Build argument K=V for the rebuild (a Rust image where the configured one cannot be pulled); repeatable.
+                repeated --build-arg build_arg: String
+                /// Run every step of the rebuild again (podman build --no-cache), not only those this machine has not built from the same inputs.
+                optional --no-cache
+                /// Registry host that may be reached over plain HTTP; repeatable.
+                repeated --insecure-registry insecure_registry: String
+            }
         }
 
         /// Measure the pipeline's speed and memory side by side and write target/bench/*.json (about 40 minutes for all; builds run in podman storages of their own under target/bench/storage).

@@ -52,6 +52,7 @@ fn run() -> anyhow::Result<()> {
             flags::ImageCmd::Push(cmd) => cmd.run(session),
             flags::ImageCmd::Release(cmd) => cmd.run(session),
             flags::ImageCmd::Prune(cmd) => cmd.run(session),
+            flags::ImageCmd::Verify(cmd) => cmd.run(session),
         },
         flags::XtaskCmd::Bench(cmd) => run_bench(cmd, session, &args),
     }

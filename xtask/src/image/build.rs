@@ -117,6 +117,8 @@ pub struct BuildPlan {
     /// A private auth file (0600, in a 0700 directory) with the cache registry's credentials from the
     /// environment, for `podman build --authfile`; see [`PrivateAuthFile`].
     pub authfile: Option<PathBuf>,
+    /// `podman build --no-cache`: every step runs again, none comes from local storage or a registry.
+    pub no_cache: bool,
 }
 
 /// One platform's build, exported for the push stage.
@@ -204,6 +206,7 @@ impl BuildPlan {
             cache_repo,
             cache_read_only: false,
             authfile: None,
+            no_cache: false,
         })
     }
 
@@ -261,6 +264,9 @@ impl BuildPlan {
         }
         if let Some(authfile) = &self.authfile {
             argv.extend(["--authfile".into(), authfile.display().to_string()]);
+        }
+        if self.no_cache {
+            argv.push("--no-cache".into());
         }
         if let Some(repo) = &self.cache_repo {
             argv.extend(["--layers".into(), "--cache-from".into(), repo.clone()]);

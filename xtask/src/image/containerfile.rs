@@ -80,6 +80,16 @@ pub fn final_base(containerfile: &str, build_args: &BTreeMap<String, String>) ->
     (!unresolved && image != "scratch").then_some(image)
 }
 
+/// The build argument that names the final stage's base (`RUNTIME_IMAGE` for `FROM ${RUNTIME_IMAGE}`), if one
+/// does: the argument whose value, whatever it is, becomes [`final_base`].
+pub fn final_base_arg(containerfile: &str) -> Option<String> {
+    defaults(containerfile).into_keys().find(|arg| {
+        let probe = format!("{}-probe", arg.to_ascii_lowercase());
+        let args = BTreeMap::from([(arg.clone(), probe.clone())]);
+        final_base(containerfile, &args).as_deref() == Some(probe.as_str())
+    })
+}
+
 /// The `org.opencontainers.image.base.name` and `base.digest` labels of a base image reference: the name as
 /// written (tag kept, digest dropped) and the digest where the reference pins one.
 pub fn base_labels(base: Option<&str>) -> BTreeMap<String, String> {

@@ -8,3 +8,4 @@ pub mod meta;
 pub mod prune;
 pub mod push;
 pub mod release;
+pub mod verify;

@@ -173,29 +173,10 @@ impl Release {
         let mut build = build::BuildPlan::new(&config, &request, &build::Facts::of(session)?)?;
         // --local needs no flags: a configured base that cannot be pulled gives way to the local one `cargo xtask
         // ci` makes. A base named with --build-arg is kept, reachable or not.
-        let mut local_builder = false;
-        if local.is_some() {
-            let given: Vec<&str> = flags
-                .build_arg
-                .iter()
-                .filter_map(|arg| arg.split_once('=').map(|(key, _)| key.trim()))
-                .collect();
-            for (arg, image) in bases_of(&build)? {
-                let Some(stand_in) =
-                    local_stand_in(&arg).filter(|_| !given.contains(&arg.as_str()))
-                else {
-                    continue;
-                };
-                if let Err(why) = base_state(&session.sh, &image) {
-                    println!(
-                        "base image {arg}={image} cannot be pulled ({why}); using {stand_in} instead, as \
-                         `cargo xtask ci` does (pass --build-arg {arg}=… to choose)"
-                    );
-                    local_builder |= stand_in != "scratch";
-                    build.build_args.insert(arg, stand_in.to_owned());
-                }
-            }
-        }
+        let local_builder = match local {
+            Some(_) => use_local_bases(&session.sh, &mut build, &flags.build_arg)?,
+            None => false,
+        };
         Ok(Release {
             local_builder,
             targets: parse_targets(&plan.targets)?,
@@ -535,13 +516,42 @@ impl Release {
 }
 
 /// The base images `build` pulls, from its Containerfile's defaults and its build arguments.
-fn bases_of(build: &build::BuildPlan) -> anyhow::Result<Vec<(String, String)>> {
+pub fn bases_of(build: &build::BuildPlan) -> anyhow::Result<Vec<(String, String)>> {
     let containerfile = std::fs::read_to_string(&build.containerfile)
         .with_context(|| format!("read {}", build.containerfile.display()))?;
     Ok(containerfile::base_images(
         &containerfile::defaults(&containerfile),
         &build.build_args,
     ))
+}
+
+/// Puts the local stand-in `cargo xtask ci` makes (the Rust builder, or `scratch` for the runtime base) in place of
+/// each configured base that can be neither found locally nor pulled, and says so; a base given as a
+/// `--build-arg` (`given`) is kept. Returns whether the local Rust builder is one of them (it may need building).
+pub fn use_local_bases(
+    sh: &Shell,
+    build: &mut build::BuildPlan,
+    given: &[String],
+) -> anyhow::Result<bool> {
+    let given: Vec<&str> = given
+        .iter()
+        .filter_map(|arg| arg.split_once('=').map(|(key, _)| key.trim()))
+        .collect();
+    let mut local_builder = false;
+    for (arg, image) in bases_of(build)? {
+        let Some(stand_in) = local_stand_in(&arg).filter(|_| !given.contains(&arg.as_str())) else {
+            continue;
+        };
+        if let Err(why) = base_state(sh, &image) {
+            println!(
+                "base image {arg}={image} cannot be pulled ({why}); using {stand_in} instead, as \
+                 `cargo xtask ci` does (pass --build-arg {arg}=… to choose)"
+            );
+            local_builder |= stand_in != "scratch";
+            build.build_args.insert(arg, stand_in.to_owned());
+        }
+    }
+    Ok(local_builder)
 }
 
 /// The phase a step is timed as, in the closing table.
@@ -569,7 +579,7 @@ const BASE_TIMEOUT: &str = "20s";
 
 /// Fails before any build when a base image is neither in local storage nor reachable, saying how to point the
 /// build at local ones (docker.io may be out of reach, as behind some proxies).
-fn check_base_images(sh: &Shell, images: &[(String, String)]) -> anyhow::Result<()> {
+pub fn check_base_images(sh: &Shell, images: &[(String, String)]) -> anyhow::Result<()> {
     let mut missing = Vec::new();
     for (arg, image) in images {
         match base_state(sh, image) {

@@ -16,5 +16,6 @@ mod release;
 mod reproducible;
 mod secrets;
 mod support;
+mod verify;
 mod workflow;
 mod workflow_simulation;

@@ -1020,6 +1020,12 @@ impl Xtask {
             .target_dir(work)
     }
 
+    /// Runs in `dir` (a clone): the xtask takes the checkout it runs in as its project.
+    pub fn current_dir(mut self, dir: &Path) -> Xtask {
+        self.command.current_dir(dir);
+        self
+    }
+
     /// Where `image push` looks for `image/<os>-<arch>/` (CARGO_TARGET_DIR).
     pub fn target_dir(self, dir: &Path) -> Xtask {
         self.env("CARGO_TARGET_DIR", dir)
