@@ -375,3 +375,109 @@ fn image_prune_lists_then_deletes_untagged_clutter() {
     let bad = prune(&registry, &to, &["--digest", "latest"]);
     assert_eq!(bad.code, 2, "{bad:#?}");
 }
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const BUNDLE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
+
+/// Attaches an attestation to `subject` the way a client does where the registry has no referrers API: an
+/// artifact manifest naming the subject, then the referrers index under the tag `sha256-<hex>` listing it.
+/// Returns (attestation, referrers index).
+fn attest(
+    registry: &TestRegistry,
+    repository: &str,
+    subject: &str,
+    statement: &str,
+) -> (String, String) {
+    let empty = registry.put_blob(repository, b"{}");
+    let bundle = registry.put_blob(repository, statement.as_bytes());
+    let subject_size = registry
+        .fetch("GET", &format!("/v2/{repository}/manifests/{subject}"))
+        .body
+        .len();
+    let attestation = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": BUNDLE,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+        "layers": [{"mediaType": BUNDLE, "digest": bundle, "size": statement.len()}],
+        "subject": {"mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
+                    "digest": subject, "size": subject_size},
+    });
+    let bytes = serde_json::to_vec(&attestation).unwrap();
+    let attestation =
+        registry.put_manifest(repository, &harness::sha256(&bytes), OCI_MANIFEST, &bytes);
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [{"mediaType": OCI_MANIFEST, "digest": attestation, "size": bytes.len(), "artifactType": BUNDLE}],
+    });
+    let bytes = serde_json::to_vec(&index).unwrap();
+    let tag = subject.replacen(':', "-", 1);
+    let index = registry.put_manifest(repository, &tag, OCI_INDEX, &bytes);
+    (attestation, index)
+}
+
+#[test]
+fn attestations_go_with_the_list_they_attest_and_stay_with_a_live_one() {
+    let registry = TestRegistry::start(Auth::Anonymous);
+    let repository = "team/app";
+    let to = registry.reference(repository);
+    let first = Build::new("attested-first", 21_000, 22_000);
+    first.push(&registry, &to);
+    let old = published(&first.manifest(&registry, &to, "latest").success());
+    let (old_attestation, old_index) =
+        attest(&registry, repository, &old, "provenance of the first");
+    let old_child = first.children()[1].clone();
+    let (old_sbom, old_sbom_index) =
+        attest(&registry, repository, &old_child, "sbom of the first arm64");
+
+    let second = Build::new("attested-second", 21_500, 22_500);
+    second.push(&registry, &to);
+    let run = second.manifest(&registry, &to, "latest").success();
+    let new = published(&run);
+    for gone in [
+        &old,
+        &old_index,
+        &old_attestation,
+        &old_sbom_index,
+        &old_sbom,
+    ] {
+        assert_eq!(
+            head(&registry, repository, gone),
+            404,
+            "{gone} is still there\n{}",
+            run.stdout
+        );
+        assert!(
+            run.stdout.contains(&format!("deleted {gone}")),
+            "{gone} in\n{}",
+            run.stdout
+        );
+    }
+    let tags = registry.tags(repository).unwrap();
+    assert_eq!(
+        tags,
+        ["latest"],
+        "the referrers tags of the pruned list went with it"
+    );
+
+    // The live list's attestation stays through a prune of untagged clutter, and verify reports it.
+    let (attestation, index) = attest(&registry, repository, &new, "provenance of the second");
+    prune(&registry, &to, &["--yes", "--digest", &attestation]).success();
+    for kept in [&new, &index, &attestation] {
+        assert_eq!(head(&registry, repository, kept), 200, "{kept}");
+    }
+    let run = Xtask::new()
+        .args(["image", "verify", "--no-rebuild", &format!("{to}:latest")])
+        .run();
+    assert!(
+        run.stdout.contains(&format!(
+            "the list: 1 in {}: {BUNDLE}",
+            new.replacen(':', "-", 1)
+        )),
+        "{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+}

@@ -6,7 +6,10 @@
 //! - the new index and its children are kept even if no listed tag shows them yet (the tag list may lag);
 //! - when a tagged manifest's content could not be read, what it references is unknown, so nothing is deleted;
 //! - indexes are deleted before their children, so no index is ever left listing a missing child by our doing
-//!   (Docker Hub even refuses to delete a child while an index lists it).
+//!   (Docker Hub even refuses to delete a child while an index lists it);
+//! - what refers to a manifest (attestations, kept by registries without the referrers API under the tag
+//!   `sha256-<hex>` of the OCI distribution spec's fallback) lives and goes with it: such a tag keeps its index only
+//!   while its subject is kept, and a deleted manifest's referrers are deleted after it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -74,7 +77,7 @@ impl Snapshot {
                 keep.insert(digest, Keep::New);
             }
         }
-        for (tag, digest) in &self.tags {
+        let protect = |keep: &mut BTreeMap<String, Keep>, tag: &String, digest: &String| {
             keep.entry(digest.clone())
                 .or_insert_with(|| Keep::Tagged { tag: tag.clone() });
             for child in self.closure(digest).into_iter().skip(1) {
@@ -83,8 +86,28 @@ impl Snapshot {
                     tag: tag.clone(),
                 });
             }
+        };
+        for (tag, digest) in &self.tags {
+            if referrers_subject(tag).is_none() {
+                protect(&mut keep, tag, digest);
+            }
+        }
+        // A referrers tag only while its subject stays (a referrer never keeps its subject).
+        for (tag, digest) in &self.tags {
+            if referrers_subject(tag).is_some_and(|subject| keep.contains_key(&subject)) {
+                protect(&mut keep, tag, digest);
+            }
         }
         keep
+    }
+
+    /// The referrers tags whose subject is `digest`, with the index each names.
+    fn referrers_of(&self, digest: &str) -> impl Iterator<Item = &String> + '_ {
+        let tag = digest.replacen(':', "-", 1);
+        self.tags
+            .iter()
+            .filter(move |(t, _)| **t == tag)
+            .map(|(_, index)| index)
     }
 
     /// A manifest that may reference others but whose content is unknown, if any: a tagged one, or the new one.
@@ -154,14 +177,26 @@ pub fn untagged(snapshot: &Snapshot, known: &BTreeSet<String>) -> Plan {
         .flat_map(|digest| snapshot.children.get(digest).into_iter().flatten())
         .filter(|child| known.contains(*child))
         .collect();
+    // A referrers index goes with its subject, after it (see `decide`), never as a root of its own.
+    let referrers: BTreeSet<&String> = snapshot
+        .tags
+        .iter()
+        .filter(|(tag, _)| referrers_subject(tag).is_some())
+        .map(|(_, index)| index)
+        .collect();
     let mut roots: Vec<String> = known
         .iter()
-        .filter(|digest| !listed.contains(digest))
+        .filter(|digest| !listed.contains(digest) && !referrers.contains(digest))
         .cloned()
         .collect();
     // A cycle of indexes has no root; it cannot be built with content addressing, but keep every digest covered.
     let covered: BTreeSet<String> = roots.iter().flat_map(|r| snapshot.closure(r)).collect();
-    roots.extend(known.iter().filter(|d| !covered.contains(*d)).cloned());
+    roots.extend(
+        known
+            .iter()
+            .filter(|d| !covered.contains(*d) && !referrers.contains(d))
+            .cloned(),
+    );
     decide(snapshot, &roots, None)
 }
 
@@ -191,7 +226,41 @@ fn decide(snapshot: &Snapshot, roots: &[String], new: Option<&str>) -> Plan {
             }
         }
     }
+    // What refers to a deleted manifest goes after it: its referrers index (under the subject, so it goes in the
+    // second round, after the subject), then what that index lists.
+    let subjects: Vec<String> = plan.delete.iter().map(|d| d.digest.clone()).collect();
+    for subject in &subjects {
+        for index in snapshot.referrers_of(subject) {
+            for digest in snapshot.closure(index) {
+                if !seen.insert(digest.clone())
+                    || protected.contains_key(&digest)
+                    || blind.is_some()
+                {
+                    continue;
+                }
+                let parent = if &digest == index {
+                    subject.clone()
+                } else {
+                    parents
+                        .get(&digest)
+                        .cloned()
+                        .unwrap_or_else(|| index.clone())
+                };
+                plan.delete.push(Doomed {
+                    digest,
+                    parent: Some(parent),
+                });
+            }
+        }
+    }
     plan
+}
+
+/// The manifest a referrers tag (`sha256-<64 hex>`, the OCI distribution spec's fallback) names the referrers of.
+pub fn referrers_subject(tag: &str) -> Option<String> {
+    let hex = tag.strip_prefix("sha256-")?;
+    let is_hex = hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    is_hex.then(|| format!("sha256:{hex}"))
 }
 
 /// Which of the manifests deleted in this run a tag needs again (a concurrent release began using them), in the
@@ -229,6 +298,75 @@ mod tests {
 
     fn deleted(plan: &Plan) -> Vec<&str> {
         plan.delete.iter().map(|d| d.digest.as_str()).collect()
+    }
+
+    #[test]
+    fn referrers_live_and_go_with_their_subject() {
+        let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let tag = |digest: &str| digest.replacen(':', "-", 1);
+        let (old, new) = (d('a'), d('b'));
+        let (old_amd, new_amd) = (d('c'), d('e'));
+        let (old_refs, old_att, old_amd_refs, old_sbom) = (d('1'), d('2'), d('3'), d('4'));
+        let (new_refs, new_att) = (d('5'), d('6'));
+        let snap = snapshot(
+            &[
+                ("latest", &new),
+                (&tag(&old), &old_refs),
+                (&tag(&old_amd), &old_amd_refs),
+                (&tag(&new), &new_refs),
+            ],
+            &[
+                (&old, &[&old_amd]),
+                (&new, &[&new_amd]),
+                (&old_refs, &[&old_att]),
+                (&old_amd_refs, &[&old_sbom]),
+                (&new_refs, &[&new_att]),
+            ],
+        );
+        let plan = superseded(&snap, &old, &new);
+        assert_eq!(
+            deleted(&plan),
+            [
+                &old,
+                &old_amd,
+                &old_refs,
+                &old_att,
+                &old_amd_refs,
+                &old_sbom
+            ],
+            "{plan:?}"
+        );
+        // The referrers index goes after its subject (in the second round), what it lists after it.
+        assert_eq!(plan.delete[2].parent.as_deref(), Some(old.as_str()));
+        assert_eq!(plan.delete[3].parent.as_deref(), Some(old_refs.as_str()));
+        assert_eq!(
+            plan.delete[5].parent.as_deref(),
+            Some(old_amd_refs.as_str())
+        );
+        // The live list's referrers are kept, as is everything while the old list is tagged.
+        let keep: BTreeMap<_, _> = snap.protected(Some(&new));
+        assert!(keep.contains_key(&new_refs) && keep.contains_key(&new_att));
+        let mut tagged = snap.clone();
+        tagged.tags.insert("1.0.0".into(), old.clone());
+        assert_eq!(
+            deleted(&superseded(&tagged, &old, &new)),
+            Vec::<&str>::new()
+        );
+        // A referrer never keeps its subject: untagged, the old list and its referrers go.
+        let known: BTreeSet<String> = [old.clone(), old_refs.clone()].into();
+        assert_eq!(
+            deleted(&untagged(&snap, &known)),
+            [
+                &old,
+                &old_amd,
+                &old_refs,
+                &old_att,
+                &old_amd_refs,
+                &old_sbom
+            ]
+        );
+        assert_eq!(referrers_subject("sha256-abc"), None);
+        assert_eq!(referrers_subject(&tag(&old)), Some(old.clone()));
     }
 
     #[test]

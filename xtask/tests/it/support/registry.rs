@@ -411,6 +411,53 @@ impl TestRegistry {
         }
     }
 
+    /// Uploads a blob to an anonymous registry in one request (POST, then PUT with the digest); returns the digest.
+    pub fn put_blob(&self, repository: &str, bytes: &[u8]) -> String {
+        assert!(
+            matches!(self.auth, Auth::Anonymous),
+            "put_blob needs an anonymous registry"
+        );
+        let agent = ureq::agent();
+        let digest = sha256(bytes);
+        let started = agent
+            .post(&self.url(&format!("/v2/{repository}/blobs/uploads/")))
+            .send_empty()
+            .expect("start an upload");
+        let location = started.headers()["location"].to_str().unwrap().to_owned();
+        let url = if location.starts_with('/') {
+            self.url(&location)
+        } else {
+            location
+        };
+        let separator = if url.contains('?') { '&' } else { '?' };
+        agent
+            .put(&format!("{url}{separator}digest={digest}"))
+            .header("content-type", "application/octet-stream")
+            .send(bytes)
+            .expect("finish the upload");
+        digest
+    }
+
+    /// PUTs a manifest into an anonymous registry under `reference` (a tag or its digest); returns its digest.
+    pub fn put_manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> String {
+        assert!(
+            matches!(self.auth, Auth::Anonymous),
+            "put_manifest needs an anonymous registry"
+        );
+        ureq::agent()
+            .put(&self.url(&format!("/v2/{repository}/manifests/{reference}")))
+            .header("content-type", media_type)
+            .send(bytes)
+            .expect("put the manifest");
+        sha256(bytes)
+    }
+
     /// The repositories the registry holds (`GET /v2/_catalog`).
     pub fn repositories(&self) -> Vec<String> {
         let answer = self.fetch("GET", "/v2/_catalog");
