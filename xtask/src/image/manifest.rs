@@ -1505,7 +1505,9 @@ pub fn check_child_config(
 }
 
 /// The step outputs: tag, digest, platforms, and the full reference (`repo:tag@digest`) per target, both as a JSON
-/// array (`references`) and one key per target (`ref_<registry host>`, `_2`, `_3` … when a host repeats).
+/// array (`references`) and one key per target (`ref_<registry host>`, `_2`, `_3` … when a host repeats); the first
+/// target's `repository` and `registry` and each platform's image (`digest_linux_amd64`), the subjects of the
+/// workflow's attestations.
 pub fn outputs(published: &Published) -> Vec<(String, String)> {
     let platforms: Vec<String> = published
         .children
@@ -1543,6 +1545,17 @@ pub fn outputs(published: &Published) -> Vec<(String, String)> {
                 .unwrap_or_default(),
         ),
     ];
+    if let Some(first) = published.targets.first() {
+        out.push(("repository".to_owned(), first.clone()));
+        let registry = first.split('/').next().unwrap_or(first);
+        out.push(("registry".to_owned(), registry.to_owned()));
+    }
+    for child in &published.children {
+        out.push((
+            format!("digest_{}", child.platform.dir_name().replace('-', "_")),
+            child.digest.to_string(),
+        ));
+    }
     let mut keys: Vec<String> = Vec::new();
     for (target, reference) in published.targets.iter().zip(&references) {
         let host = target.split('/').next().unwrap_or(target);
@@ -2710,6 +2723,10 @@ mod tests {
             ),
             ("tag_moved", "true".into()),
             ("kept_because", String::new()),
+            ("repository", "ghcr.io/o/app".into()),
+            ("registry", "ghcr.io".into()),
+            ("digest_linux_amd64", d('1').to_string()),
+            ("digest_linux_arm64", d('2').to_string()),
             ("ref_ghcr_io", format!("ghcr.io/o/app:latest@{}", d('f'))),
             ("ref_docker_io", format!("docker.io/o/app:latest@{}", d('f'))),
             ("ref_docker_io_2", format!("docker.io/o/app2:latest@{}", d('f'))),

@@ -96,6 +96,7 @@ pub struct Outcome {
     pub summary: String,
     /// Per job and matrix entry: its `concurrency:` as evaluated for this run.
     pub concurrency: BTreeMap<String, Vec<Concurrency>>,
+    pub attestations: Vec<Attestation>,
 }
 
 /// A job's `concurrency:` with its expressions evaluated: what decides, on GitHub, whether two runs' jobs wait for
@@ -181,6 +182,8 @@ pub fn run(workflow: &Path, xtask: &Path, event: &Event, local: &Local, work: &P
                 .collect(),
             matrix: BTreeMap::new(),
             steps: BTreeMap::new(),
+            logins: Default::default(),
+            attestations: Default::default(),
         };
         // GitHub's implicit success(): a job runs only when every job it needs succeeded, and its `if:` holds.
         let runs = needs.iter().all(|n| outcome.job(n) == Status::Success)
@@ -214,6 +217,7 @@ pub fn run(workflow: &Path, xtask: &Path, event: &Event, local: &Local, work: &P
         for entry in entries {
             ctx.matrix = entry.clone();
             ctx.steps.clear();
+            ctx.logins.borrow_mut().clear();
             if let Some(concurrency) = job.get("concurrency") {
                 let (group, cancel, queue) = match concurrency.as_str() {
                     Some(group) => (group.to_owned(), false, None),
@@ -328,6 +332,7 @@ pub fn run(workflow: &Path, xtask: &Path, event: &Event, local: &Local, work: &P
                 .collect();
             outcome.outputs.insert(name.clone(), values);
         }
+        outcome.attestations.extend(ctx.attestations.take());
         outcome.jobs.insert(name, statuses);
     }
     outcome
@@ -432,6 +437,22 @@ struct Ctx<'a> {
     needs: BTreeMap<String, BTreeMap<String, String>>,
     matrix: BTreeMap<String, String>,
     steps: BTreeMap<String, BTreeMap<String, String>>,
+    /// Registries `docker/login-action` logged in to in this job (its docker config), with the credentials.
+    logins: std::cell::RefCell<BTreeMap<String, (String, String)>>,
+    /// What the attest actions attested.
+    attestations: std::cell::RefCell<Vec<Attestation>>,
+}
+
+/// One attestation an attest action made: its kind, subject and where its predicate came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attestation {
+    /// `provenance` or `sbom`.
+    pub kind: &'static str,
+    /// The repository named as the subject (`ghcr.io/owner/app`, no tag).
+    pub subject_name: String,
+    pub subject_digest: String,
+    /// The SBOM's path, for an SBOM attestation.
+    pub sbom: Option<PathBuf>,
 }
 
 impl Ctx<'_> {
@@ -476,6 +497,7 @@ impl Ctx<'_> {
             ["github", "ref"] => self.event.git_ref.clone(),
             ["github", "sha"] => self.event.sha.clone(),
             ["github", "event_name"] => self.event.name.clone(),
+            ["github", "actor"] => "octocat".into(),
             ["runner", "os"] => "Linux".into(),
             ["runner", "arch"] => "X64".into(),
             _ => missing(),
@@ -503,6 +525,9 @@ impl Ctx<'_> {
             .strip_prefix("${{")
             .and_then(|c| c.strip_suffix("}}"))
             .unwrap_or(cond);
+        if cond.contains("&&") {
+            return cond.split("&&").all(|part| self.condition(part));
+        }
         if let Some((left, right)) = cond.split_once("==") {
             self.eval(left) == self.eval(right)
         } else if let Some((left, right)) = cond.split_once("!=") {
@@ -525,8 +550,15 @@ impl Ctx<'_> {
             "actions/checkout" | "actions/cache" => true,
             "actions/upload-artifact" => {
                 let name = with("name").unwrap();
-                let from = root.join(with("path").unwrap());
-                let files = list_files(&from);
+                let mut from = root.join(with("path").unwrap());
+                // A single file lands at the artifact's root.
+                let files = if from.is_file() {
+                    let file = vec![from.clone()];
+                    from.pop();
+                    file
+                } else {
+                    list_files(&from)
+                };
                 if files.is_empty() {
                     // if-no-files-found: error
                     return with("if-no-files-found").as_deref() != Some("error");
@@ -559,9 +591,219 @@ impl Ctx<'_> {
                 }
                 true
             }
+            // As documented: the registry's credentials go to the job's docker config, where the attest actions'
+            // registry client (@sigstore/oci) reads them; all three inputs are required.
+            "docker/login-action" => {
+                let (Some(registry), Some(user), Some(password)) =
+                    (with("registry"), with("username"), with("password"))
+                else {
+                    return false;
+                };
+                if [&registry, &user, &password].iter().any(|v| v.is_empty()) {
+                    return false;
+                }
+                self.logins.borrow_mut().insert(registry, (user, password));
+                true
+            }
+            "actions/attest-build-provenance" | "actions/attest-sbom" => {
+                let kind = if action.ends_with("sbom") {
+                    "sbom"
+                } else {
+                    "provenance"
+                };
+                let name = with("subject-name").unwrap_or_default();
+                let digest = with("subject-digest").unwrap_or_default();
+                let valid_digest = digest.strip_prefix("sha256:").is_some_and(|hex| {
+                    hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())
+                });
+                // A fully qualified image name without a tag, as push-to-registry requires.
+                let last = name.rsplit('/').next().unwrap_or("");
+                if !valid_digest
+                    || name.matches('/').count() < 2
+                    || last.contains(':')
+                    || name.contains('@')
+                {
+                    eprintln!("{action}: subject {name:?} {digest:?} is not NAME + sha256 digest");
+                    return false;
+                }
+                let sbom = with("sbom-path").map(|p| root.join(p));
+                let predicate = match (&sbom, kind) {
+                    (Some(path), "sbom") => match std::fs::read(path) {
+                        Ok(bytes) => {
+                            let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+                            if doc["bomFormat"] != "CycloneDX" {
+                                eprintln!("{action}: {} is not a CycloneDX SBOM", path.display());
+                                return false;
+                            }
+                            bytes
+                        }
+                        Err(err) => {
+                            eprintln!("{action}: sbom-path {}: {err}", path.display());
+                            return false;
+                        }
+                    },
+                    (None, "sbom") => return false,
+                    _ => format!(r#"{{"buildType":"https://actions.github.io/buildtypes/workflow/v1","subject":"{digest}"}}"#).into_bytes(),
+                };
+                if with("push-to-registry").as_deref() == Some("true") {
+                    let registry = name.split('/').next().unwrap().to_owned();
+                    let Some(login) = self.logins.borrow().get(&registry).cloned() else {
+                        eprintln!("{action}: push-to-registry needs credentials for {registry} in the docker config");
+                        return false;
+                    };
+                    if let Err(err) = push_attestation(&name, &digest, &predicate, &login) {
+                        eprintln!("{action}: {err}");
+                        return false;
+                    }
+                }
+                self.attestations.borrow_mut().push(Attestation {
+                    kind,
+                    subject_name: name,
+                    subject_digest: digest,
+                    sbom,
+                });
+                true
+            }
             other => panic!("the simulator does not know the action {other}"),
         }
     }
+}
+
+const BUNDLE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
+
+/// What the attest actions do with push-to-registry (through @sigstore/oci): the bundle as an OCI artifact manifest
+/// whose subject is the attested manifest, and, for a registry without the referrers API (GHCR, Docker Hub,
+/// distribution), the referrers index under the tag `sha256-<hex>`, extended with it.
+fn push_attestation(
+    name: &str,
+    digest: &str,
+    predicate: &[u8],
+    (user, password): &(String, String),
+) -> Result<(), String> {
+    use base64::Engine as _;
+    let (host, repository) = name.split_once('/').unwrap();
+    let base = format!("http://{host}/v2/{repository}");
+    let auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    );
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let subject = agent
+        .get(&format!("{base}/manifests/{digest}"))
+        .header("authorization", &auth)
+        .header("accept", "application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json")
+        .call()
+        .map_err(|e| e.to_string())?;
+    if subject.status() != 200 {
+        return Err(format!(
+            "the subject {name}@{digest} is not there ({})",
+            subject.status()
+        ));
+    }
+    let subject_type = subject.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let subject_size = subject
+        .into_body()
+        .read_to_vec()
+        .map_err(|e| e.to_string())?
+        .len();
+    let upload = |bytes: &[u8]| -> Result<String, String> {
+        let digest = format!(
+            "sha256:{}",
+            super::registry::sha256(bytes).trim_start_matches("sha256:")
+        );
+        let started = agent
+            .post(&format!("{base}/blobs/uploads/"))
+            .header("authorization", &auth)
+            .send_empty()
+            .map_err(|e| e.to_string())?;
+        let location = started.headers()["location"].to_str().unwrap().to_owned();
+        let url = if location.starts_with('/') {
+            format!("http://{host}{location}")
+        } else {
+            location
+        };
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let done = agent
+            .put(&format!("{url}{separator}digest={digest}"))
+            .header("authorization", &auth)
+            .send(bytes)
+            .map_err(|e| e.to_string())?;
+        if done.status() != 201 {
+            return Err(format!("blob upload answered {}", done.status()));
+        }
+        Ok(digest)
+    };
+    let put = |reference: &str, media_type: &str, bytes: &[u8]| -> Result<(), String> {
+        let answer = agent
+            .put(&format!("{base}/manifests/{reference}"))
+            .header("authorization", &auth)
+            .header("content-type", media_type)
+            .send(bytes)
+            .map_err(|e| e.to_string())?;
+        if answer.status() != 201 {
+            return Err(format!(
+                "PUT manifests/{reference} answered {}",
+                answer.status()
+            ));
+        }
+        Ok(())
+    };
+    let bundle = format!(
+        r#"{{"mediaType":"{BUNDLE}","dsseEnvelope":{{"payload":"{}"}}}}"#,
+        base64::engine::general_purpose::STANDARD.encode(predicate)
+    );
+    let empty = upload(b"{}")?;
+    let layer = upload(bundle.as_bytes())?;
+    let artifact = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": BUNDLE,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+        "layers": [{"mediaType": BUNDLE, "digest": layer, "size": bundle.len()}],
+        "subject": {"mediaType": subject_type, "digest": digest, "size": subject_size},
+    }))
+    .unwrap();
+    let artifact_digest = super::registry::sha256(&artifact);
+    put(
+        &artifact_digest,
+        "application/vnd.oci.image.manifest.v1+json",
+        &artifact,
+    )?;
+    let tag = digest.replacen(':', "-", 1);
+    let existing = agent
+        .get(&format!("{base}/manifests/{tag}"))
+        .header("authorization", &auth)
+        .header("accept", "application/vnd.oci.image.index.v1+json")
+        .call()
+        .map_err(|e| e.to_string())?;
+    let mut index: serde_json::Value = match existing.status().as_u16() {
+        200 => serde_json::from_slice(&existing.into_body().read_to_vec().unwrap())
+            .map_err(|e| e.to_string())?,
+        404 => {
+            serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []})
+        }
+        status => return Err(format!("GET manifests/{tag} answered {status}")),
+    };
+    index["manifests"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": artifact_digest,
+            "size": artifact.len(),
+            "artifactType": BUNDLE,
+        }));
+    put(
+        &tag,
+        "application/vnd.oci.image.index.v1+json",
+        &serde_json::to_vec(&index).unwrap(),
+    )
 }
 
 fn list_files(dir: &Path) -> Vec<PathBuf> {
