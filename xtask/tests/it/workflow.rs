@@ -96,15 +96,21 @@ fn concurrency_and_permissions() {
         serde_norway::from_str("{group: build-images-publish, queue: max}").unwrap();
     assert_eq!(concurrency("manifest"), publish);
 
-    // contents: read for everything, packages: write where GHCR is written, nothing else anywhere.
+    // contents: read for everything, packages: write where GHCR is written, and the attestations' id-token and
+    // attestations: write on the job that attests only.
     let read_only: Value = serde_norway::from_str("contents: read").unwrap();
     let publishing: Value = serde_norway::from_str("{contents: read, packages: write}").unwrap();
+    let attesting: Value = serde_norway::from_str(
+        "{contents: read, packages: write, id-token: write, attestations: write}",
+    )
+    .unwrap();
     assert_eq!(get(&wf, "permissions"), &read_only);
     for (name, job) in jobs(&wf) {
         let name = name.as_str().unwrap();
         let want = match name {
             "prepare" => None,
-            "build" | "manifest" => Some(&publishing),
+            "build" => Some(&publishing),
+            "manifest" => Some(&attesting),
             other => panic!("unexpected job {other}"),
         };
         assert_eq!(job.get("permissions"), want, "permissions of job {name}");
@@ -192,6 +198,18 @@ fn actions_are_pinned_and_checkouts_keep_no_credentials() {
             "actions/download-artifact",
             ("d3f86a106a0bac45b974a628896c90dbdf5c8093", "v4.3.0"),
         ),
+        (
+            "actions/attest-build-provenance",
+            ("a2bbfa25375fe432b6a289bc6b6cd05ecd0c4c32", "v4.1.0"),
+        ),
+        (
+            "actions/attest-sbom",
+            ("c604332985a26aa8cf1bdc465b92731239ec6b9e", "v4.1.0"),
+        ),
+        (
+            "docker/login-action",
+            ("4907a6ddec9925e35a0a9e82d7399ccc52663121", "v4.1.0"),
+        ),
     ]
     .into();
     let mut seen = BTreeSet::new();
@@ -266,6 +284,17 @@ fn secrets_only_reach_steps_as_env() {
                 assert!(!run.contains("${{"), "expression inside run: {run}");
             }
             if let Some(with) = step.get("with") {
+                // The one exception: the login for the attestations' push takes GitHub's own token as its
+                // documented `password` input (an action gets its inputs as INPUT_* variables, like env:).
+                let mut with = with.clone();
+                let uses = step.get("uses").and_then(Value::as_str).unwrap_or("");
+                if uses.starts_with("docker/login-action@") {
+                    assert_eq!(
+                        with["password"].as_str(),
+                        Some("${{ secrets.GITHUB_TOKEN }}")
+                    );
+                    with.as_mapping_mut().unwrap().remove("password");
+                }
                 assert!(
                     !format!("{with:?}").contains("secrets."),
                     "secret in with: {step:?}"
@@ -435,4 +464,88 @@ fn every_xtask_command_parses_with_the_values_github_would_give() {
     // The digest directory is the same in push, the artifact upload and download, and manifest.
     let text = workflow_text();
     assert!(text.contains("path: target/digests/\n") && text.contains("path: target/digests\n"));
+}
+
+/// The attestations: made in the manifest job after the tag moved, of the digests `image manifest` published (the
+/// list, each platform's image with the SBOM its build job uploaded), pushed to the first target, whose registry
+/// the login step names; the first target is GHCR (GITHUB_TOKEN logs in there).
+#[test]
+fn attestations_are_made_of_what_was_published() {
+    let wf = workflow();
+    let steps = get(&jobs(&wf)["manifest"], "steps")
+        .as_sequence()
+        .unwrap()
+        .clone();
+    let uses = |step: &Value| {
+        step.get("uses")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .split('@')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let manifest_at = steps
+        .iter()
+        .position(|s| s.get("id").and_then(Value::as_str) == Some("manifest"))
+        .unwrap();
+    let attesting: Vec<&Value> = steps[manifest_at + 1..].iter().collect();
+    let actions: Vec<String> = attesting.iter().map(|s| uses(s)).collect();
+    assert_eq!(
+        actions,
+        [
+            "docker/login-action",
+            "actions/attest-build-provenance",
+            "actions/attest-sbom",
+            "actions/attest-sbom"
+        ]
+    );
+    let with = |step: &Value, key: &str| match &step["with"][key] {
+        Value::Bool(b) => b.to_string(),
+        other => other.as_str().unwrap_or_default().to_owned(),
+    };
+    assert_eq!(
+        with(attesting[0], "registry"),
+        "${{ steps.manifest.outputs.registry }}"
+    );
+    assert_eq!(
+        with(attesting[0], "password"),
+        "${{ secrets.GITHUB_TOKEN }}"
+    );
+    for step in &attesting[1..] {
+        assert_eq!(
+            with(step, "subject-name"),
+            "${{ steps.manifest.outputs.repository }}"
+        );
+        assert_eq!(with(step, "push-to-registry"), "true");
+        assert!(
+            step["if"]
+                .as_str()
+                .unwrap()
+                .starts_with("steps.manifest.outputs.tag_moved == 'true'"),
+            "{step:?}"
+        );
+    }
+    assert_eq!(
+        with(attesting[1], "subject-digest"),
+        "${{ steps.manifest.outputs.digest }}"
+    );
+    for (step, platform) in attesting[2..].iter().zip(["linux-amd64", "linux-arm64"]) {
+        let output = platform.replace('-', "_");
+        assert_eq!(
+            with(step, "subject-digest"),
+            format!("${{{{ steps.manifest.outputs.digest_{output} }}}}")
+        );
+        assert_eq!(
+            with(step, "sbom-path"),
+            format!("target/image/{platform}.cdx.json")
+        );
+    }
+    let config = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    let first_target = config
+        .split("targets = [")
+        .nth(1)
+        .and_then(|t| t.split('"').nth(1))
+        .unwrap();
+    assert!(first_target.starts_with("ghcr.io/"), "{first_target}");
 }

@@ -202,6 +202,11 @@ fn push_of_v1_0_fails_in_prepare_and_builds_nothing() {
         "{}",
         meta.stderr
     );
+    assert!(
+        outcome.attestations.is_empty(),
+        "{:?}",
+        outcome.attestations
+    );
     bench.registries_untouched();
 }
 
@@ -324,8 +329,90 @@ fn publish_run(bench: &Bench, event: Event, tag: &str, want_tags: &[&str]) -> (S
     platforms.sort();
     assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
     let want: Vec<String> = want_tags.iter().map(|t| t.to_string()).collect();
-    assert_eq!(tags(&bench.ghcr, GHCR_REPO), want);
+    let is_referrers = |tag: &String| tag.starts_with("sha256-");
+    let ghcr_tags = tags(&bench.ghcr, GHCR_REPO);
+    let (referrers, ghcr_tags): (Vec<String>, Vec<String>) =
+        ghcr_tags.into_iter().partition(is_referrers);
+    assert_eq!(ghcr_tags, want);
     assert_eq!(tags(&bench.hub, HUB_REPO), want);
+    // The manifest job attested the list (provenance) and each platform's image (its SBOM), with the digests
+    // `image manifest` published, and stored them in GHCR as referrers, under the tag `sha256-<hex>` of each; every
+    // referrers tag there is that of a manifest still there (a pruned list's went with it).
+    let children: Vec<String> = list["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["digest"].as_str().unwrap().to_owned())
+        .collect();
+    let mut subjects: Vec<String> = std::iter::once(ghcr_digest.clone())
+        .chain(children.clone())
+        .collect();
+    subjects.sort();
+    for subject in &subjects {
+        assert!(
+            referrers.contains(&subject.replacen(':', "-", 1)),
+            "{subject} in {referrers:?}"
+        );
+    }
+    for tag in &referrers {
+        let subject = tag.replacen('-', ":", 1);
+        let status = bench
+            .ghcr
+            .fetch("HEAD", &format!("/v2/{GHCR_REPO}/manifests/{subject}"))
+            .status;
+        assert_eq!(
+            status, 200,
+            "the referrers tag {tag} names the referrers of a manifest that is gone"
+        );
+    }
+    let ghcr_name = format!("{}/{GHCR_REPO}", bench.ghcr.address);
+    let attested: Vec<(&str, &str, &str, Option<String>)> = outcome
+        .attestations
+        .iter()
+        .map(|a| {
+            (
+                a.kind,
+                a.subject_name.as_str(),
+                a.subject_digest.as_str(),
+                a.sbom
+                    .as_ref()
+                    .map(|p| p.file_name().unwrap().to_string_lossy().into_owned()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        attested,
+        [
+            ("provenance", ghcr_name.as_str(), ghcr_digest.as_str(), None),
+            (
+                "sbom",
+                ghcr_name.as_str(),
+                children[0].as_str(),
+                Some("linux-amd64.cdx.json".to_owned())
+            ),
+            (
+                "sbom",
+                ghcr_name.as_str(),
+                children[1].as_str(),
+                Some("linux-arm64.cdx.json".to_owned())
+            ),
+        ]
+    );
+    for subject in &subjects {
+        let index = bench.ghcr.fetch(
+            "GET",
+            &format!(
+                "/v2/{GHCR_REPO}/manifests/{}",
+                subject.replacen(':', "-", 1)
+            ),
+        );
+        assert_eq!(index.status, 200, "{subject}");
+        let index: serde_json::Value = serde_json::from_slice(&index.body).unwrap();
+        assert!(
+            !index["manifests"].as_array().unwrap().is_empty(),
+            "{index}"
+        );
+    }
     assert!(
         outcome.summary.contains(tag),
         "the job summary names the tag"

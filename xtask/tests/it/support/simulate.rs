@@ -631,8 +631,10 @@ impl Ctx<'_> {
                     (Some(path), "sbom") => match std::fs::read(path) {
                         Ok(bytes) => {
                             let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-                            if doc["bomFormat"] != "CycloneDX" {
-                                eprintln!("{action}: {} is not a CycloneDX SBOM", path.display());
+                            // actions/attest takes a CycloneDX document by these three fields.
+                            let fields = ["bomFormat", "serialNumber", "specVersion"];
+                            if doc["bomFormat"] != "CycloneDX" || fields.iter().any(|f| doc[f].as_str().is_none_or(str::is_empty)) {
+                                eprintln!("{action}: {} is not a CycloneDX SBOM (bomFormat, serialNumber, specVersion)", path.display());
                                 return false;
                             }
                             bytes
