@@ -1,9 +1,10 @@
 //! What the pipeline reads from the Containerfile: the build arguments' defaults, the base images, the final
-//! stage's base (for the `org.opencontainers.image.base.*` labels) and the files of the build context the image
-//! is made from (so that a commit touching none of them gives the same image as its parent).
+//! stage's base (for the `org.opencontainers.image.base.*` labels), the Rust target each platform is compiled for
+//! (for the SBOM) and the files of the build context the image is made from (so that a commit touching none of
+//! them gives the same image as its parent).
 //!
 //! Pure functions of the Containerfile's text, tested with tables; only instructions the pipeline relies on are
-//! understood (`ARG`, `FROM`, `COPY`, `ADD`, line continuations, comments), not the whole syntax.
+//! understood (`ARG`, `FROM`, `ENV`, `COPY`, `ADD`, line continuations, comments), not the whole syntax.
 
 use std::collections::BTreeMap;
 
@@ -88,6 +89,171 @@ pub fn final_base_arg(containerfile: &str) -> Option<String> {
         let args = BTreeMap::from([(arg.clone(), probe.clone())]);
         final_base(containerfile, &args).as_deref() == Some(probe.as_str())
     })
+}
+
+/// How the Containerfile compiles the app for one platform: what the SBOM's crates are resolved for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RustTarget {
+    /// The target triple (`aarch64-unknown-linux-gnu`).
+    pub triple: String,
+    /// The build stage's RUSTFLAGS (`-C target-feature=+crt-static`): they are part of the target's cfg.
+    pub rustflags: Option<String>,
+}
+
+/// The Rust target the Containerfile compiles for on `arch` (TARGETARCH): `RUST_TARGET` and `RUSTFLAGS` as set by
+/// `ENV` in the stage the final stage copies from (`COPY --from=build`), with the stages that one is built on
+/// followed (`FROM build-${TARGETARCH} AS build` inherits `build-arm64`'s environment). `None` where no such stage
+/// sets `RUST_TARGET`.
+pub fn rust_target(
+    containerfile: &str,
+    build_args: &BTreeMap<String, String>,
+    arch: &str,
+) -> Option<RustTarget> {
+    let mut args = defaults(containerfile);
+    args.extend(build_args.clone());
+    args.insert("TARGETARCH".into(), arch.into());
+    let stages = stages(containerfile, &args);
+    let last = stages.last()?;
+    last.copies_from.iter().find_map(|from| {
+        let index = match from.parse::<usize>() {
+            Ok(index) => index,
+            Err(_) => stages
+                .iter()
+                .position(|s| s.name.as_deref() == Some(from))?,
+        };
+        let env = stage_env(&stages, index);
+        Some(RustTarget {
+            triple: env.get("RUST_TARGET")?.clone(),
+            rustflags: env.get("RUSTFLAGS").cloned(),
+        })
+    })
+}
+
+/// One `FROM` and what the pipeline reads of what follows it.
+struct Stage {
+    /// `AS name`, lower case.
+    name: Option<String>,
+    /// The image or earlier stage it starts from, arguments substituted, lower case.
+    base: String,
+    env: Vec<(String, String)>,
+    /// The stages its `COPY --from=` and `ADD --from=` read, lower case.
+    copies_from: Vec<String>,
+}
+
+fn stages(containerfile: &str, args: &BTreeMap<String, String>) -> Vec<Stage> {
+    let mut stages: Vec<Stage> = Vec::new();
+    for line in instructions(containerfile) {
+        let (keyword, rest) = split_keyword(&line);
+        match keyword.as_str() {
+            "FROM" => {
+                let words: Vec<&str> = rest
+                    .split_whitespace()
+                    .filter(|w| !w.starts_with("--"))
+                    .collect();
+                let name = match words.as_slice() {
+                    [_, as_, name] if as_.eq_ignore_ascii_case("as") => {
+                        Some(name.to_ascii_lowercase())
+                    }
+                    _ => None,
+                };
+                stages.push(Stage {
+                    name,
+                    base: substitute(words.first().unwrap_or(&""), args).to_ascii_lowercase(),
+                    env: Vec::new(),
+                    copies_from: Vec::new(),
+                });
+            }
+            "ENV" => {
+                if let Some(stage) = stages.last_mut() {
+                    stage.env.extend(env_pairs(rest));
+                }
+            }
+            "COPY" | "ADD" => {
+                let from = rest
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("--from="));
+                if let (Some(stage), Some(from)) = (stages.last_mut(), from) {
+                    stage.copies_from.push(from.to_ascii_lowercase());
+                }
+            }
+            _ => {}
+        }
+    }
+    stages
+}
+
+/// The environment stage `index` has: that of the earlier stage it starts from, if any, overlaid by its own.
+fn stage_env(stages: &[Stage], index: usize) -> BTreeMap<String, String> {
+    let Some(stage) = stages.get(index) else {
+        return BTreeMap::new();
+    };
+    let parent = stages[..index]
+        .iter()
+        .rposition(|s| s.name.as_deref() == Some(stage.base.as_str()));
+    let mut env = parent.map_or_else(BTreeMap::new, |parent| stage_env(stages, parent));
+    env.extend(stage.env.iter().cloned());
+    env
+}
+
+/// The variables of one `ENV`: `K=V K2="a b"`, or the older `K the rest of the line`.
+fn env_pairs(rest: &str) -> Vec<(String, String)> {
+    let words = shell_words(rest);
+    if !words.first().is_some_and(|w| w.contains('=')) {
+        let rest = rest.trim();
+        return match rest.split_once(char::is_whitespace) {
+            Some((key, value)) => vec![(key.to_owned(), value.trim().to_owned())],
+            None => Vec::new(),
+        };
+    }
+    words
+        .iter()
+        .filter_map(|w| w.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// Words split at unquoted whitespace, with double and single quotes and backslash escapes taken out.
+fn shell_words(text: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            c if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            '"' => {
+                in_word = true;
+                while let Some(c) = chars.next() {
+                    match c {
+                        '"' => break,
+                        '\\' => word.extend(chars.next()),
+                        c => word.push(c),
+                    }
+                }
+            }
+            '\'' => {
+                in_word = true;
+                word.extend(chars.by_ref().take_while(|&c| c != '\''));
+            }
+            '\\' => {
+                in_word = true;
+                word.extend(chars.next());
+            }
+            c => {
+                in_word = true;
+                word.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    words
 }
 
 /// The `org.opencontainers.image.base.name` and `base.digest` labels of a base image reference: the name as
@@ -322,6 +488,113 @@ mod tests {
             default.starts_with("gcr.io/distroless/static-debian12:nonroot@sha256:"),
             "{default}"
         );
+    }
+
+    #[test]
+    fn the_rust_target_of_each_platform() {
+        let project = include_str!("../../../Containerfile");
+        let crt_static = Some("-C target-feature=+crt-static");
+        let one_stage = "FROM rust AS b\nENV RUST_TARGET=x86_64-unknown-linux-musl\nRUN x\n\
+                         FROM scratch\nCOPY --from=b /out/app /app\n";
+        let by_arch = "ARG TARGETARCH\nFROM busybox AS tools\n\
+                       FROM r AS build-amd64\nENV RUST_TARGET x86_64-unknown-linux-musl\n\
+                       FROM r AS build-arm64\nENV RUST_TARGET='aarch64-unknown-linux-musl' \\\n\
+                       \x20 RUSTFLAGS=\"-C a=\\\"b\\\"\"\n\
+                       FROM build-${TARGETARCH} AS build\nENV OTHER=1\nFROM scratch\nCOPY --from=0 /x /x\n\
+                       COPY --from=build /out/app /app\n";
+        // (Containerfile, build arguments, TARGETARCH, triple and RUSTFLAGS)
+        type Case<'a> = (
+            &'a str,
+            Pairs<'a>,
+            &'a str,
+            Option<(&'a str, Option<&'a str>)>,
+        );
+        let cases: [Case; 9] = [
+            (
+                project,
+                vec![],
+                "amd64",
+                Some(("x86_64-unknown-linux-gnu", crt_static)),
+            ),
+            (
+                project,
+                vec![],
+                "arm64",
+                Some(("aarch64-unknown-linux-gnu", crt_static)),
+            ),
+            (
+                project,
+                vec![("RUNTIME_IMAGE", "scratch"), ("RUST_IMAGE", "localhost/b")],
+                "arm64",
+                Some(("aarch64-unknown-linux-gnu", crt_static)),
+            ),
+            (
+                one_stage,
+                vec![],
+                "arm64",
+                Some(("x86_64-unknown-linux-musl", None)),
+            ),
+            (
+                by_arch,
+                vec![],
+                "amd64",
+                Some(("x86_64-unknown-linux-musl", None)),
+            ),
+            (
+                by_arch,
+                vec![],
+                "arm64",
+                Some(("aarch64-unknown-linux-musl", Some("-C a=\"b\""))),
+            ),
+            (
+                "FROM rust AS b\nFROM scratch\nCOPY --from=b /x /x\n",
+                vec![],
+                "amd64",
+                None,
+            ),
+            (
+                "FROM rust\nENV RUST_TARGET=x\nCOPY . /src\n",
+                vec![],
+                "amd64",
+                None,
+            ),
+            ("", vec![], "amd64", None),
+        ];
+        for (containerfile, given, arch, want) in cases {
+            let want = want.map(|(triple, rustflags)| RustTarget {
+                triple: triple.into(),
+                rustflags: rustflags.map(str::to_owned),
+            });
+            assert_eq!(
+                rust_target(containerfile, &args(&given), arch),
+                want,
+                "{arch} {containerfile:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn env_instructions() {
+        let cases: [(&str, Pairs); 5] = [
+            ("A=1 B=\"two words\"", vec![("A", "1"), ("B", "two words")]),
+            (
+                "A='x y' B=a\\ b C=",
+                vec![("A", "x y"), ("B", "a b"), ("C", "")],
+            ),
+            (
+                "KEY a value with spaces",
+                vec![("KEY", "a value with spaces")],
+            ),
+            ("A=\"say \\\"hi\\\"\"", vec![("A", "say \"hi\"")]),
+            ("LONELY", vec![]),
+        ];
+        for (rest, want) in cases {
+            let want: Vec<(String, String)> = want
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect();
+            assert_eq!(env_pairs(rest), want, "{rest}");
+        }
     }
 
     #[test]
