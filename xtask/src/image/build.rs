@@ -1,7 +1,7 @@
 //! `cargo xtask image build`: one `podman build --format docker --timestamp` per platform, each exported to
 //! `target/image/<os>-<arch>/` (podman's `dir:` transport: the v2s2 manifest and its blobs as files) for the push
 //! stage, its config freed of build-time ids ([`normalise`]) so that the same sources give the same digest
-//! anywhere.
+//! anywhere, with its CycloneDX SBOM beside it in `target/image/<os>-<arch>.cdx.json` ([`sbom`]).
 //!
 //! The plan and every argv are pure functions of the configuration, the request (with the labels `image meta`
 //! decided) and a few facts of the session (root, target directory, the build machine's arch); only
@@ -16,8 +16,10 @@ use anyhow::Context;
 use xshell::{cmd, Shell};
 
 mod normalise;
+pub mod sbom;
 
 use crate::config::ImageConfig;
+use crate::image::containerfile::RustTarget;
 use crate::image::{containerfile, meta};
 use crate::oci::{Digest, ImageManifest, Platform};
 use crate::registry::client::{Options, Registry};
@@ -104,6 +106,8 @@ pub struct BuildPlan {
     pub build_args: BTreeMap<String, String>,
     /// OCI labels (org.opencontainers.image.*): meta's, and the final stage's base where known.
     pub labels: BTreeMap<String, String>,
+    /// The Rust target the Containerfile compiles each platform for (what its SBOM is resolved for).
+    pub rust_targets: BTreeMap<Platform, RustTarget>,
     /// `podman build --timestamp`: the `created` label's time, so the config's times and the mtimes of every
     /// file the build adds depend on the sources only; `None` without a `created` label.
     pub timestamp: Option<u64>,
@@ -131,6 +135,9 @@ pub struct ExportedImage {
     pub dir: PathBuf,
     /// sha256 of manifest.json: the digest the image has in every registry it is pushed to.
     pub manifest_digest: Digest,
+    /// The CycloneDX SBOM beside the export, and how many components it lists.
+    pub sbom: PathBuf,
+    pub sbom_components: usize,
     /// Bytes a pull transfers: config plus compressed layers.
     pub compressed_size: u64,
     pub build_time: Duration,
@@ -193,6 +200,18 @@ impl BuildPlan {
         labels.extend(containerfile::base_labels(
             containerfile::final_base(&facts.containerfile, &build_args).as_deref(),
         ));
+        let mut rust_targets = BTreeMap::new();
+        for &platform in &platforms {
+            let target = containerfile::rust_target(&facts.containerfile, &build_args, platform.arch)
+                .ok_or_else(|| {
+                    exit::invalid(format!(
+                        "{} sets no RUST_TARGET for {platform}, so its SBOM cannot say what is compiled: set \
+                         `ENV RUST_TARGET=<triple>` in the stage the final stage copies the app from",
+                        config.containerfile.display()
+                    ))
+                })?;
+            rust_targets.insert(platform, target);
+        }
         Ok(BuildPlan {
             context: facts.context.clone(),
             containerfile: facts.context.join(&config.containerfile),
@@ -200,6 +219,7 @@ impl BuildPlan {
             build_platform: facts.build_platform,
             build_args,
             labels,
+            rust_targets,
             timestamp,
             image,
             out_dir: facts.out_dir.clone(),
@@ -222,6 +242,28 @@ impl BuildPlan {
 
     pub fn export_dir(&self, platform: Platform) -> PathBuf {
         export_dir(&self.out_dir, platform)
+    }
+
+    /// `<out_dir>/<os>-<arch>.cdx.json`: beside the export, not in it, so the push stage never sends it.
+    pub fn sbom_path(&self, platform: Platform) -> PathBuf {
+        self.out_dir
+            .join(format!("{}.cdx.json", platform.dir_name()))
+    }
+
+    /// The platform's SBOM, from `cargo metadata` of the build context for its Rust target and the labels.
+    pub fn sbom(&self, sh: &Shell, platform: Platform) -> anyhow::Result<sbom::Sbom> {
+        let target = self
+            .rust_targets
+            .get(&platform)
+            .with_context(|| format!("{platform} is not a platform of this build"))?;
+        let (metadata, lock) = sbom::read_inputs(sh, &self.context, target)?;
+        sbom::document(&sbom::Inputs {
+            metadata: &metadata,
+            lock: &lock,
+            labels: &self.labels,
+            target: &target.triple,
+            platform,
+        })
     }
 
     /// `podman build` for one platform.
@@ -492,6 +534,10 @@ pub fn build_platform(
         plan
     };
     let sh = &session.sh;
+    // Before the build, which takes minutes: a Cargo.lock the build would refuse fails here already.
+    let sbom = plan
+        .sbom(sh, platform)
+        .map_err(|err| exit::build_failed(format!("the SBOM of {platform}: {err:#}")))?;
     let started = Instant::now();
     run_argv(sh, &plan.build_argv(platform)).map_err(|err| {
         exit::build_failed(format!(
@@ -526,10 +572,16 @@ pub fn build_platform(
             dir.display()
         ))
     })?;
+    // Written once the export is there, so an SBOM always describes the export beside it.
+    let sbom_path = plan.sbom_path(platform);
+    std::fs::write(&sbom_path, &sbom.bytes)
+        .with_context(|| format!("write the SBOM {}", sbom_path.display()))?;
     let exported = ExportedImage {
         platform,
         image: plan.local_image(platform),
         manifest_digest: Digest::of(&manifest),
+        sbom: sbom_path,
+        sbom_components: sbom.components,
         dir,
         compressed_size,
         build_time,
@@ -542,6 +594,11 @@ pub fn build_platform(
         exported.dir.display(),
         exported.manifest_digest,
         exported.compressed_size as f64 / 1e6,
+    );
+    println!(
+        "==> {platform}: SBOM (CycloneDX 1.6) in {}, {} components",
+        exported.sbom.display(),
+        exported.sbom_components
     );
     Ok(exported)
 }

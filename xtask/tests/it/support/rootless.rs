@@ -1,6 +1,6 @@
 //! An unprivileged user with rootless podman, for the tests that build as one: the user (made once, with
 //! /etc/subuid and /etc/subgid entries), its podman set up as the test bench's (native overlay, the bench's
-//! containers.conf), the xtask and cargo copied where it can run them, its own clones of the checkout, the Rust
+//! containers.conf), the xtask, cargo and rustc put where it can run them, its own clones of the checkout, the Rust
 //! builder in its storage, and empty storages of its own beside that one. One such test at a time, whichever
 //! checkout runs it (the user's storage is shared): [`Rootless::prepare`] holds a lock until dropped.
 
@@ -18,11 +18,35 @@ pub fn is_root() -> bool {
     std::fs::metadata("/proc/self").unwrap().uid() == 0
 }
 
+/// rustc and the libraries it loads, under `to` as `bin/` and `lib/` of a sysroot: `cargo metadata
+/// --filter-platform` (the build's SBOM) asks rustc for the target's cfg, and the toolchain may sit in a home only
+/// root can enter. Hard links where `to` is on the toolchain's filesystem (its libraries are hundreds of MB), copies
+/// elsewhere.
+fn link_rustc(to: &Path) {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
+    let sysroot = PathBuf::from(stdout(Command::new(rustc).args(["--print", "sysroot"])));
+    let mut files = vec![(sysroot.join("bin/rustc"), to.join("bin/rustc"))];
+    for entry in std::fs::read_dir(sysroot.join("lib")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            files.push((path.clone(), to.join("lib").join(path.file_name().unwrap())));
+        }
+    }
+    for (from, to) in files {
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        if std::fs::hard_link(&from, &to).is_err() {
+            std::fs::copy(&from, &to)
+                .unwrap_or_else(|err| panic!("copy {}: {err}", from.display()));
+        }
+    }
+}
+
 /// The test user's setup; its scratch directory is removed when dropped.
 pub struct Rootless {
     pub home: PathBuf,
-    /// `/tmp/xtask-rootless-<uid>-<checkout>`: `bin/` (xtask, cargo), `run/` (XDG_RUNTIME_DIR), `target/`,
-    /// clones, storages; one per checkout, so that removing it never pulls files from under another's test.
+    /// `/tmp/xtask-rootless-<uid>-<checkout>`: `bin/` (xtask, cargo), `rust/` (rustc), `run/` (XDG_RUNTIME_DIR),
+    /// `target/`, clones, storages; one per checkout, so that removing it never pulls files from under another's
+    /// test.
     pub share: PathBuf,
     _one_at_a_time: File,
 }
@@ -67,6 +91,7 @@ impl Rootless {
         }
         std::fs::copy(env!("CARGO_BIN_EXE_xtask"), share.join("bin/xtask")).unwrap();
         std::fs::copy(env!("CARGO"), share.join("bin/cargo")).unwrap();
+        link_rustc(&share.join("rust"));
         run(Command::new("chmod").args(["-R", "a+rX"]).arg(&share));
         run(Command::new("chown")
             .arg(&owner)
@@ -98,11 +123,13 @@ impl Rootless {
         command
     }
 
-    /// The `env` words that run the user's copy of the xtask: its cargo, its target directory under `target`, and
-    /// git told that a clone made by root is safe to read (for the revision label). `cargo xtask` arguments follow.
+    /// The `env` words that run the user's copy of the xtask: its cargo and rustc, its target directory under
+    /// `target`, and git told that a clone made by root is safe to read (for the revision label). `cargo xtask`
+    /// arguments follow.
     pub fn xtask_words(&self, target: &Path) -> Vec<String> {
         vec![
             format!("CARGO={}", self.share.join("bin/cargo").display()),
+            format!("RUSTC={}", self.share.join("rust/bin/rustc").display()),
             format!("CARGO_TARGET_DIR={}", target.display()),
             "GIT_CONFIG_COUNT=1".to_owned(),
             "GIT_CONFIG_KEY_0=safe.directory".to_owned(),
