@@ -9,6 +9,7 @@
 pub mod base_images;
 mod clients;
 mod setup;
+mod venv;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -19,43 +19,12 @@ fn read(path: &Path) -> anyhow::Result<String> {
 }
 
 fn python(sh: &Shell, root: &Path, dir: &Path) -> anyhow::Result<()> {
-    let requirements = root.join("tests/clients/python/requirements.txt");
-    let pins = read(&requirements)?;
-    let venv = dir.join("venv");
-    let bin = venv.join("bin");
-    let stamp = venv.join("installed-requirements.txt");
-    if bin.join("python").exists() && std::fs::read_to_string(&stamp).is_ok_and(|s| s == pins) {
-        println!("clients: MCP Python SDK installed in {}", venv.display());
-        return Ok(());
-    }
-    if !bin.join("pip").exists() {
-        let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-        cmd!(sh, "{python} -m venv {venv}").run().with_context(|| {
-            format!(
-                "create the SDK client's virtualenv {} (needs python3 3.10 or later with the venv module: \
-                 apt-get install python3-venv)",
-                venv.display()
-            )
-        })?;
-    }
-    let pip = bin.join("pip");
-    cmd!(
+    super::venv::install(
         sh,
-        "{pip} install --quiet --disable-pip-version-check -r {requirements}"
-    )
-    .run()
-    .with_context(|| {
-        format!(
-            "install the MCP Python SDK ({}) into {}",
-            requirements.display(),
-            venv.display()
-        )
-    })?;
-    std::fs::write(&stamp, pins).with_context(|| format!("write {}", stamp.display()))?;
-    println!(
-        "clients: MCP Python SDK installed in {} now",
-        venv.display()
-    );
+        "MCP Python SDK",
+        &root.join("tests/clients/python/requirements.txt"),
+        &dir.join("venv"),
+    )?;
     Ok(())
 }
 

@@ -48,6 +48,10 @@ pub const BUSYBOX_AMD64_VAR: &str = "XTASK_BUSYBOX_AMD64";
 pub const BUSYBOX_ARM64_VAR: &str = "XTASK_BUSYBOX_ARM64";
 /// Build arguments for tests that build the app image: the Rust builder and an empty runtime base.
 pub const TEST_BUILD_ARGS_VAR: &str = "XTASK_TEST_BUILD_ARGS";
+/// The python of the virtualenv with the CycloneDX project's validator, for the tests of the build's SBOMs.
+pub const SBOM_PYTHON_VAR: &str = "XTASK_SBOM_PYTHON";
+/// Its pins, relative to the checkout.
+pub const SBOM_REQUIREMENTS: &str = "xtask/tests/sbom/requirements.txt";
 
 /// `target/ci/env`: KEY=VALUE lines (also valid for `set -a; . target/ci/env`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -390,12 +394,20 @@ pub fn run(sh: &Shell, dir: &Path) -> anyhow::Result<BenchEnv> {
 
     ensure_packages(sh)?;
     super::clients::install(sh, &sh.current_dir())?;
+    let sbom_python = super::venv::install(
+        sh,
+        "CycloneDX SBOM validator",
+        &sh.current_dir().join(SBOM_REQUIREMENTS),
+        &dir.join("sbom/venv"),
+    )?;
     ensure_binfmt(sh, foreign)?;
     for platform in Platform::ALL {
         base_images::ensure_busybox(sh, dir, platform)?;
     }
     let conf = ensure_podman_runs(sh, dir, &base_images::busybox(host))?;
     let mut env = BenchEnv::default();
+    env.vars
+        .insert(SBOM_PYTHON_VAR.into(), sbom_python.display().to_string());
     if let Some(conf) = &conf {
         sh.set_var("CONTAINERS_CONF", conf);
         env.vars

@@ -51,12 +51,13 @@ pub fn build_locks() -> [File; 2] {
 }
 
 /// The variables of the test bench a test may take from its own environment instead of `target/ci/env`.
-const CI_ENV_KEYS: [&str; 5] = [
+const CI_ENV_KEYS: [&str; 6] = [
     "CONTAINERS_CONF",
     "XTASK_RUST_BUILDER",
     "XTASK_BUSYBOX_AMD64",
     "XTASK_BUSYBOX_ARM64",
     "XTASK_TEST_BUILD_ARGS",
+    "XTASK_SBOM_PYTHON",
 ];
 
 /// The test bench's variables: `<target>/ci/env` as `cargo xtask ci` writes it (`KEY=VALUE` lines, values that need
