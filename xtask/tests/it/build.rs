@@ -67,7 +67,7 @@ pub fn image_commit() -> (String, u64) {
 }
 
 /// The xtask with the bench's CONTAINERS_CONF.
-fn xtask() -> Command {
+pub fn xtask() -> Command {
     let mut command = Command::new(XTASK);
     command.envs(ci_env().into_iter().filter(|(k, _)| k == "CONTAINERS_CONF"));
     command.env_remove("SOURCE_DATE_EPOCH");
@@ -304,11 +304,12 @@ fn missing_podman_says_how_to_install_it() {
 // ---- builds against real podman ----
 
 /// A platform's image built by `cargo xtask image build` for this checkout, shared between tests.
-struct Built {
-    image: String,
-    export: PathBuf,
+pub struct Built {
+    pub image: String,
+    /// `<target>/image/<os>-<arch>`; the SBOM is `<target>/image/<os>-<arch>.cdx.json` beside it.
+    pub export: PathBuf,
     /// The build's own log (podman's output).
-    log: String,
+    pub log: String,
 }
 
 /// Hash of what the build depends on: sources, manifests, Containerfile, the xtask binary and HEAD (the labels).
@@ -345,12 +346,12 @@ fn content_key(build_args: &[String]) -> String {
 }
 
 /// Build arguments: the bench's (the Rust builder, RUNTIME_IMAGE=scratch).
-fn build_args() -> Vec<String> {
+pub fn build_args() -> Vec<String> {
     support::ci_build_args(&ci_env())
 }
 
 /// Builds `platform` once per content key; other tests and test processes wait on the lock and reuse it.
-fn shared_build(platform: &str) -> Built {
+pub fn shared_build(platform: &str) -> Built {
     let args = build_args();
     let key = content_key(&args);
     let arch = platform.rsplit('/').next().unwrap();

@@ -14,6 +14,7 @@ mod push_faults;
 mod races;
 mod release;
 mod reproducible;
+mod sbom;
 mod secrets;
 mod support;
 mod verify;
