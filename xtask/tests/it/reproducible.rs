@@ -1,7 +1,7 @@
 //! Reproducible images: one commit, built twice by `cargo xtask image build`, from two clones at different paths,
 //! at different times and in different time zones, each in an empty podman storage of its own, the first as root
 //! and the second as an unprivileged user with rootless podman, gives the same digest for linux/amd64 and
-//! linux/arm64, and, pushed into two repositories, the same list.
+//! linux/arm64 and the same SBOMs, and, pushed into two repositories, the same list.
 //!
 //! The storages are empty but for the Rust builder, which each sees read-only (`additionalimagestores`), as a CI
 //! runner starts with only the base images it pulls.
@@ -285,6 +285,15 @@ fn two_clones_two_storages_one_rootless() {
             "{platform}: the two builds differ; configs:\n{:#}\n{:#}",
             configs(&first_target)[index],
             configs(&second_target)[index]
+        );
+    }
+    // The SBOMs too: they name no path, user or clock, only what the commit builds.
+    for platform in PLATFORMS {
+        let name = format!("image/{}.cdx.json", platform.replace('/', "-"));
+        assert_eq!(
+            std::fs::read(first_target.join(&name)).unwrap(),
+            std::fs::read(second_target.join(&name)).unwrap(),
+            "{platform}: the two builds' SBOMs differ"
         );
     }
     for config in configs(&first_target) {
