@@ -123,8 +123,8 @@ pub fn document(inputs: &Inputs) -> anyhow::Result<Sbom> {
                 if source.starts_with("registry+") || source.starts_with("sparse+") =>
             {
                 anyhow::bail!(
-                    "Cargo.lock has no checksum for {}@{} from {source}; run `cargo generate-lockfile` or build \
-                     once to record it",
+                    "Cargo.lock has no checksum for {}@{} from {source}, so the SBOM cannot give its hash; \
+                     let cargo write the lock file anew (`cargo update --workspace` changes no version)",
                     package.name,
                     package.version
                 )
@@ -144,9 +144,13 @@ pub fn document(inputs: &Inputs) -> anyhow::Result<Sbom> {
     }
     let mut dependencies: Vec<Dependency> = linked
         .iter()
-        .map(|(id, deps)| Dependency {
-            reference: refs[id].clone(),
-            depends_on: deps.iter().map(|dep| refs[dep].clone()).collect(),
+        .map(|(id, deps)| {
+            let mut depends_on: Vec<String> = deps.iter().map(|dep| refs[dep].clone()).collect();
+            depends_on.sort();
+            Dependency {
+                reference: refs[id].clone(),
+                depends_on,
+            }
         })
         .collect();
     if let Some(base) = base_image(inputs.labels, inputs.platform) {
