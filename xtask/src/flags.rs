@@ -35,7 +35,7 @@ xflags::xflags! {
                 optional --json
             }
 
-            /// Build the image for each platform with podman and export it to target/image/<os>-<arch>/.
+            /// Build the image for each platform with podman and export it to target/image/<os>-<arch>/, its CycloneDX SBOM beside it (<os>-<arch>.cdx.json).
             cmd build {
                 /// Platform to build (linux/amd64, linux/arm64); repeatable; default: the configured platforms.
                 repeated --platform platform: String
@@ -47,7 +47,7 @@ xflags::xflags! {
                 optional --cache-repo cache_repo: String
                 /// The image's labels as a JSON object (the `labels` output of `image meta`); their created time is also podman's --timestamp; default: what meta gives a build of this checkout at Cargo.toml's version.
                 optional --labels labels: String
-                /// Print the commands that would run, one per line, and run nothing.
+                /// Print the podman commands that would run, one per line, and run nothing.
                 optional --dry-run
             }
 
