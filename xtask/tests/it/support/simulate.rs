@@ -418,8 +418,15 @@ fn artifact_dirs(wf: &Value, root: &Path) -> Vec<PathBuf> {
             if uses.starts_with("actions/upload-artifact@")
                 || uses.starts_with("actions/download-artifact@")
             {
-                let path = step["with"]["path"].as_str().unwrap();
-                assert!(!path.contains("${{"), "artifact path must be literal");
+                let mut path = step["with"]["path"].as_str().unwrap();
+                if path.contains("${{") {
+                    // A file named per matrix entry: its directory is what a fresh runner lacks.
+                    path = path.rsplit_once('/').map_or("", |(dir, _)| dir);
+                }
+                assert!(
+                    !path.contains("${{") && !path.is_empty(),
+                    "artifact directory must be literal"
+                );
                 let dir = root.join(path.trim_end_matches('/'));
                 if !dirs.contains(&dir) {
                     dirs.push(dir);
