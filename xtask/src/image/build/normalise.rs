@@ -6,7 +6,12 @@
 //! config is not. It records the build container (`container`, and its id as `Hostname` in `config` and
 //! `container_config`), the previous intermediate image (`parent`), and the intermediate image each step started
 //! from (`"comment": "FROM <image id>"` in `history`); each is random or depends on what the storage held. None of
-//! them means anything to a user of the image, so they go; everything else is kept as podman wrote it.
+//! them means anything to a user of the image, so they go.
+//!
+//! Two fields are spelled differently by different podman versions for the same image: buildah 1.38 and later
+//! (podman 5.3+) start a `FROM scratch` stage as BuildKit does, with `WorkingDir` "/" and no `Cmd` (null), where
+//! older ones wrote "" and `[]`. A runtime reads both the same (no command; the working directory "/"), so the newer
+//! spelling is kept and the older one rewritten to it. Everything else is kept as podman wrote it.
 //!
 //! [`config`] and [`manifest`] are pure; [`export`] applies them to an export directory.
 
@@ -38,6 +43,16 @@ pub fn config(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
                 .is_some_and(is_image_id)
             {
                 run.insert("Image".into(), Value::String(String::new()));
+            }
+            if run.get("WorkingDir").and_then(Value::as_str) == Some("") {
+                run.insert("WorkingDir".into(), Value::String("/".into()));
+            }
+            if run
+                .get("Cmd")
+                .and_then(Value::as_array)
+                .is_some_and(Vec::is_empty)
+            {
+                run.insert("Cmd".into(), Value::Null);
             }
         }
     }
@@ -158,10 +173,17 @@ mod tests {
             for run in ["config", "container_config"] {
                 assert_eq!(before[run]["Hostname"].as_str().unwrap().len(), 12);
                 assert_eq!(after[run]["Hostname"], "");
+                // podman 4.3 spells no command and the root directory the old way.
+                assert_eq!(before[run]["Cmd"], serde_json::json!([]));
+                assert_eq!(after[run]["Cmd"], Value::Null);
+                assert_eq!(before[run]["WorkingDir"], "");
+                assert_eq!(after[run]["WorkingDir"], "/");
                 let (mut kept, mut was) = (after[run].clone(), before[run].clone());
-                kept.as_object_mut().unwrap().remove("Hostname");
-                was.as_object_mut().unwrap().remove("Hostname");
-                assert_eq!(kept, was, "{run}: everything but the hostname is kept");
+                for key in ["Hostname", "Cmd", "WorkingDir"] {
+                    kept.as_object_mut().unwrap().remove(key);
+                    was.as_object_mut().unwrap().remove(key);
+                }
+                assert_eq!(kept, was, "{run}: everything else is kept");
             }
             for key in ["created", "architecture", "os", "rootfs"] {
                 assert_eq!(after[key], before[key], "{key}");
@@ -190,6 +212,40 @@ mod tests {
             busybox.contains(r#""comment":"FROM localhost/xtask/busybox:amd64""#),
             "{busybox}"
         );
+    }
+
+    /// Real configs of one commit built on `scratch` in empty storages by podman 4.3 (buildah 1.28, Debian 12) and
+    /// podman 5.4 (buildah 1.39, Debian trixie).
+    const PODMAN_4_3: &[u8] = include_bytes!("testdata/scratch-podman4.3.config.json");
+    const PODMAN_5_4: &[u8] = include_bytes!("testdata/scratch-podman5.4.config.json");
+
+    #[test]
+    fn podman_4_3_and_5_4_spell_no_command_and_the_root_directory_alike_once_normalised() {
+        let (old, new) = (json(PODMAN_4_3), json(PODMAN_5_4));
+        assert_eq!(old["config"]["WorkingDir"], "");
+        assert_eq!(new["config"]["WorkingDir"], "/");
+        assert_eq!(old["config"]["Cmd"], serde_json::json!([]));
+        assert_eq!(new["config"]["Cmd"], Value::Null);
+        let (mut old, mut new) = (
+            json(&config(PODMAN_4_3).unwrap()),
+            json(&config(PODMAN_5_4).unwrap()),
+        );
+        assert!(
+            new.get("container").is_none() && new["config"]["Hostname"] == "",
+            "{new}"
+        );
+        assert_eq!(
+            config(&config(PODMAN_5_4).unwrap()).unwrap(),
+            config(PODMAN_5_4).unwrap()
+        );
+        // What is left between them is not a build-time id: buildah 1.28 records each --label as a history entry
+        // of its own, 1.30 and later all of them in one; and the layer (rootfs) differs in its tar headers.
+        for differs in ["history", "rootfs"] {
+            assert_ne!(old[differs], new[differs], "{differs}");
+            old.as_object_mut().unwrap().remove(differs);
+            new.as_object_mut().unwrap().remove(differs);
+        }
+        assert_eq!(old, new);
     }
 
     #[test]
