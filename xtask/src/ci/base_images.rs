@@ -1,5 +1,6 @@
 //! The local base images the tests build on, since no image can be pulled here: a busybox per platform and a Rust
-//! builder (Debian trixie's rustc with the cross toolchain and this machine's CA bundle).
+//! builder (Debian trixie's rustc with the cross toolchain and this machine's CA bundle); and an image with Debian
+//! trixie's podman 5, in which the tests run the build again under a newer podman than this machine's.
 //!
 //! Each carries a label with a content key, a hash of its recipe (and of the CA bundle for the builder): an image
 //! with the current key is reused, any other is rebuilt. Both come from `mmdebstrap`, so nothing is pulled from
@@ -14,6 +15,8 @@ use xshell::{cmd, Shell};
 use crate::oci::{Digest, Platform};
 
 pub const RUST_BUILDER: &str = "localhost/xtask/rust-builder:trixie";
+/// Debian trixie with its podman (5.4, with buildah 1.39 inside), run `--privileged` as a podman in podman.
+pub const PODMAN5: &str = "localhost/xtask/podman5:trixie";
 pub const KEY_LABEL: &str = "xtask.content-key";
 const SUITE: &str = "trixie";
 const MIRROR: &str = "http://deb.debian.org/debian";
@@ -59,6 +62,22 @@ pub fn builder_key(host: Platform, ca_bundle: &[u8]) -> String {
         &builder_packages(host).join(","),
         &BUILDER_ENV.join(","),
         Digest::of(ca_bundle).hex(),
+    ])
+}
+
+/// What the podman-5 image holds: podman (its dependencies bring conmon, netavark and the containers
+/// configuration), runc (crun fails on this machine's hybrid cgroups, and this machine's containers.conf asks for
+/// runc) and git (the xtask reads the commit's time and revision).
+pub const PODMAN5_PACKAGES: [&str; 3] = ["podman", "runc", "git"];
+
+pub fn podman5_key(host: Platform) -> String {
+    content_key(&[
+        "podman5",
+        RECIPE_VERSION,
+        SUITE,
+        MIRROR,
+        host.arch,
+        &PODMAN5_PACKAGES.join(","),
     ])
 }
 
@@ -248,6 +267,46 @@ pub fn ensure_rust_builder(sh: &Shell, dir: &Path, host: Platform) -> anyhow::Re
     result
 }
 
+/// The podman-5 image for a machine of `host`, made by mmdebstrap and imported with podman.
+pub fn ensure_podman5(sh: &Shell, dir: &Path, host: Platform) -> anyhow::Result<()> {
+    let key = podman5_key(host);
+    if current_key(sh, PODMAN5).as_deref() == Some(key.as_str()) {
+        println!("base image: {PODMAN5} is current");
+        return Ok(());
+    }
+    println!(
+        "base image: building {PODMAN5} (mmdebstrap {SUITE}, about a minute, then the import)"
+    );
+    let arch = host.arch;
+    let include = PODMAN5_PACKAGES.join(",");
+    let tarball = dir.join("podman5.tar");
+    let result = cmd!(
+        sh,
+        "mmdebstrap --quiet --variant=apt --architectures={arch} --include={include}
+            --dpkgopt=path-exclude=/usr/share/doc/* --dpkgopt=path-exclude=/usr/share/man/*
+            --dpkgopt=path-exclude=/usr/share/locale/*
+            {SUITE} {tarball} {MIRROR}"
+    )
+    .run()
+    .context("create the podman-5 root filesystem with mmdebstrap")
+    .and_then(|()| {
+        import(
+            sh,
+            &tarball,
+            PODMAN5,
+            host,
+            &[
+                // podman 5 warns on every command that cgroups v1 (this machine's) is deprecated.
+                "ENV PODMAN_IGNORE_CGROUPSV1_WARNING=1".to_owned(),
+                r#"CMD ["/bin/bash"]"#.to_owned(),
+                format!("LABEL {KEY_LABEL}={key}"),
+            ],
+        )
+    });
+    let _ = std::fs::remove_file(&tarball);
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,6 +348,10 @@ mod tests {
         assert_eq!(
             busybox(Platform::LINUX_ARM64),
             "localhost/xtask/busybox:arm64"
+        );
+        assert_ne!(
+            podman5_key(Platform::LINUX_AMD64),
+            podman5_key(Platform::LINUX_ARM64)
         );
     }
 }

@@ -52,6 +52,8 @@ pub const TEST_BUILD_ARGS_VAR: &str = "XTASK_TEST_BUILD_ARGS";
 pub const SBOM_PYTHON_VAR: &str = "XTASK_SBOM_PYTHON";
 /// Its pins, relative to the checkout.
 pub const SBOM_REQUIREMENTS: &str = "xtask/tests/sbom/requirements.txt";
+/// The image with Debian trixie's podman 5, for the build test under a newer podman.
+pub const PODMAN5_VAR: &str = "XTASK_PODMAN5";
 
 /// `target/ci/env`: KEY=VALUE lines (also valid for `set -a; . target/ci/env`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -380,6 +382,24 @@ fn check_foreign_runs(sh: &Shell, image: &str, foreign: Platform) -> anyhow::Res
     Ok(())
 }
 
+/// Starts podman 5 in its image, privileged as a podman in podman needs, and prints its version.
+fn check_podman5_runs(sh: &Shell) -> anyhow::Result<()> {
+    let image = base_images::PODMAN5;
+    let version = cmd!(
+        sh,
+        "podman run --rm --privileged --network=host {image} podman --version"
+    )
+    .quiet()
+    .read()
+    .with_context(|| format!("run podman in {image} (privileged)"))?;
+    anyhow::ensure!(
+        version.trim().starts_with("podman version 5."),
+        "{image} has {version:?}, not podman 5"
+    );
+    println!("podman 5: {} in {image}", version.trim());
+    Ok(())
+}
+
 /// The whole setup; returns the environment the tests need (also written to `<dir>/env`).
 pub fn run(sh: &Shell, dir: &Path) -> anyhow::Result<BenchEnv> {
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
@@ -416,6 +436,8 @@ pub fn run(sh: &Shell, dir: &Path) -> anyhow::Result<BenchEnv> {
     check_foreign_runs(sh, &base_images::busybox(foreign), foreign)?;
     warn_about_vfs(sh);
     base_images::ensure_rust_builder(sh, dir, host)?;
+    base_images::ensure_podman5(sh, dir, host)?;
+    check_podman5_runs(sh)?;
 
     env.vars
         .insert(RUST_BUILDER_VAR.into(), base_images::RUST_BUILDER.into());
@@ -427,6 +449,8 @@ pub fn run(sh: &Shell, dir: &Path) -> anyhow::Result<BenchEnv> {
         BUSYBOX_ARM64_VAR.into(),
         base_images::busybox(Platform::LINUX_ARM64),
     );
+    env.vars
+        .insert(PODMAN5_VAR.into(), base_images::PODMAN5.into());
     env.vars.insert(
         TEST_BUILD_ARGS_VAR.into(),
         format!(
