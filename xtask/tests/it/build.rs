@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::support::registry::{free_port, sha256};
 use crate::support::rootless::{self, Rootless};
-use crate::support::{self, ci_env, root, run, stdout, target_dir};
+use crate::support::{self, ci_env, podman, root, run, stdout, target_dir};
 
 const XTASK: &str = env!("CARGO_BIN_EXE_xtask");
 /// A platform's ELF machine numbers (e_machine).
@@ -28,13 +28,6 @@ fn rust_builder() -> String {
     ci_env().get("XTASK_RUST_BUILDER").cloned().expect(
         "XTASK_RUST_BUILDER is not set and target/ci/env is missing: run `cargo xtask ci --setup-only` first",
     )
-}
-
-/// podman with the bench's configuration.
-fn podman() -> Command {
-    let mut command = Command::new("podman");
-    command.envs(ci_env().into_iter().filter(|(k, _)| k == "CONTAINERS_CONF"));
-    command
 }
 
 fn git_head() -> String {

@@ -8,6 +8,7 @@ mod docs;
 mod faults;
 mod hostile;
 mod manifest;
+mod podman5;
 mod prune;
 mod push;
 mod push_faults;

@@ -15,12 +15,12 @@ use serde_json::Value;
 use crate::build::image_commit;
 use crate::support::registry::{sha256, temp_dir, Auth, TestRegistry, Xtask};
 use crate::support::rootless::{self, Rootless};
-use crate::support::{ci_build_args, ci_env, parse_outputs, target_dir};
+use crate::support::{ci_build_args, ci_env, parse_outputs, podman, target_dir};
 
-const PLATFORMS: [&str; 2] = ["linux/amd64", "linux/arm64"];
+pub const PLATFORMS: [&str; 2] = ["linux/amd64", "linux/arm64"];
 
 /// storage.conf of an overlay storage at `dir` that reads the images of `base` too.
-fn storage_conf(graphroot: &Path, runroot: &Path, base: &Path) -> String {
+pub fn storage_conf(graphroot: &Path, runroot: &Path, base: &Path) -> String {
     format!(
         "[storage]\ndriver = \"overlay\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n\n[storage.options]\n\
          additionalimagestores = [\"{}\"]\n",
@@ -28,12 +28,6 @@ fn storage_conf(graphroot: &Path, runroot: &Path, base: &Path) -> String {
         runroot.display(),
         base.display()
     )
-}
-
-fn podman() -> Command {
-    let mut command = Command::new("podman");
-    command.envs(ci_env().into_iter().filter(|(k, _)| k == "CONTAINERS_CONF"));
-    command
 }
 
 fn image_id(storage_conf: Option<&Path>, image: &str) -> Option<String> {
@@ -51,7 +45,7 @@ fn image_id(storage_conf: Option<&Path>, image: &str) -> Option<String> {
 
 /// A store that holds only the Rust builder, copied from root's storage when it is missing or stale; returns its
 /// graphroot.
-fn base_store(builder: &str) -> PathBuf {
+pub fn base_store(builder: &str) -> PathBuf {
     let dir = target_dir().join("tests/reproducible-base");
     let (graphroot, runroot) = (dir.join("root"), dir.join("run"));
     std::fs::create_dir_all(&dir).unwrap();
@@ -88,7 +82,7 @@ fn base_store(builder: &str) -> PathBuf {
 }
 
 /// sha256 of each platform's exported manifest.json under `target/image/`: the digest it has in any registry.
-fn digests(target: &Path) -> Vec<String> {
+pub fn digests(target: &Path) -> Vec<String> {
     PLATFORMS
         .iter()
         .map(|platform| {
@@ -105,7 +99,7 @@ fn digests(target: &Path) -> Vec<String> {
 }
 
 /// Each platform's exported config, for the message when two builds differ.
-fn configs(target: &Path) -> Vec<Value> {
+pub fn configs(target: &Path) -> Vec<Value> {
     PLATFORMS
         .iter()
         .map(|platform| {
@@ -145,7 +139,7 @@ fn publish(registry: &TestRegistry, target: &Path, repository: &str) -> String {
 }
 
 /// Every step ran: the storage was empty, so nothing came from an earlier build.
-fn assert_no_cache_used(output: &std::process::Output, which: &str) {
+pub fn assert_no_cache_used(output: &std::process::Output, which: &str) {
     let log = String::from_utf8_lossy(&output.stdout);
     assert!(log.contains("STEP 1/"), "{which}: no build steps in\n{log}");
     assert!(
@@ -154,7 +148,7 @@ fn assert_no_cache_used(output: &std::process::Output, which: &str) {
     );
 }
 
-fn log_tail(output: &std::process::Output) -> String {
+pub fn log_tail(output: &std::process::Output) -> String {
     let log = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),

@@ -5,9 +5,11 @@
 //!   the xtask binary (its API is documented at the top of support/registry.rs).
 //! - `fault_proxy`: the fault-injecting proxy put between the xtask and a registry.
 //! - `rootless`: an unprivileged user with rootless podman, for the builds that run as one.
+//! - `podman5`: Debian trixie's podman 5 run as a podman in podman, for the builds under a newer podman.
 //! - `simulate`: runs the workflow's jobs locally the way GitHub would.
 
 pub mod fault_proxy;
+pub mod podman5;
 pub mod registry;
 pub mod rootless;
 pub mod simulate;
@@ -51,13 +53,14 @@ pub fn build_locks() -> [File; 2] {
 }
 
 /// The variables of the test bench a test may take from its own environment instead of `target/ci/env`.
-const CI_ENV_KEYS: [&str; 6] = [
+const CI_ENV_KEYS: [&str; 7] = [
     "CONTAINERS_CONF",
     "XTASK_RUST_BUILDER",
     "XTASK_BUSYBOX_AMD64",
     "XTASK_BUSYBOX_ARM64",
     "XTASK_TEST_BUILD_ARGS",
     "XTASK_SBOM_PYTHON",
+    "XTASK_PODMAN5",
 ];
 
 /// The test bench's variables: `<target>/ci/env` as `cargo xtask ci` writes it (`KEY=VALUE` lines, values that need
@@ -107,6 +110,13 @@ pub fn parse_ci_env(text: &str) -> BTreeMap<String, String> {
             (key.trim().to_owned(), value)
         })
         .collect()
+}
+
+/// root's podman with the bench's configuration (its CONTAINERS_CONF, where podman needed one).
+pub fn podman() -> Command {
+    let mut command = Command::new("podman");
+    command.envs(ci_env().into_iter().filter(|(k, _)| k == "CONTAINERS_CONF"));
+    command
 }
 
 pub fn workflow_path() -> PathBuf {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::registry::sha256;
-use super::{ci_env, root, run, stdout, target_dir};
+use super::{ci_env, podman, root, run, stdout, target_dir};
 
 pub const USER: &str = "xtask-rootless";
 
@@ -240,13 +240,6 @@ impl Drop for Rootless {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.share);
     }
-}
-
-/// root's podman with the bench's configuration.
-fn podman() -> Command {
-    let mut command = Command::new("podman");
-    command.envs(ci_env().into_iter().filter(|(k, _)| k == "CONTAINERS_CONF"));
-    command
 }
 
 /// Free subordinate id range for a new /etc/subuid or /etc/subgid entry (after every existing one).
