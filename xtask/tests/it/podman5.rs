@@ -1,7 +1,7 @@
 //! The build stage under podman 5 (Debian trixie's 5.4, with buildah 1.39): the same xtask binary builds both
 //! platforms of a clone of HEAD in an empty storage with a registry layer cache (`--cache-repo` on a test registry),
-//! exports them, then builds them again in another empty storage from that cache alone; and the images are set
-//! beside the ones this machine's podman builds of the same commit. It shows that the Containerfile's workarounds
+//! exports them (with their SBOMs), then builds them again in another empty storage from that cache alone; and the
+//! images are set beside the ones this machine's podman builds of the same commit. It shows that the Containerfile's workarounds
 //! for buildah 1.28 (BUILDPLATFORM passed by the xtask, the final stage pinned with `--platform`, no `ARG` in the
 //! build stage) hold on a newer podman, and names every way the images of the two podmans differ.
 //!
@@ -330,6 +330,15 @@ fn both_platforms_build_export_and_cache_under_podman_5() {
         clock.elapsed().as_secs_f64()
     );
     let under_host = digests(&host_target);
+    // The SBOMs are the xtask's, from the sources: the same whichever podman built the image.
+    for platform in PLATFORMS {
+        let name = format!("image/{}.cdx.json", platform.replace('/', "-"));
+        assert_eq!(
+            std::fs::read(first.join(&name)).unwrap(),
+            std::fs::read(host_target.join(&name)).unwrap(),
+            "{platform}: the SBOMs under {version} and {host_version} differ"
+        );
+    }
     for (index, platform) in PLATFORMS.iter().enumerate() {
         if under_podman5[index] == under_host[index] {
             eprintln!(

@@ -1,7 +1,9 @@
 //! Debian trixie's podman 5 (the test bench's `localhost/xtask/podman5:trixie`, from `cargo xtask ci --setup-only`),
 //! run `--privileged` by root's podman as a podman in podman, for the tests that build under a newer podman than
-//! this machine's. It runs this very xtask binary (built here against an older glibc, so it runs on trixie's) and
-//! cargo (for `cargo metadata`), on the host's network (a test registry on loopback is reachable), in an empty
+//! this machine's. It runs this very xtask binary (built here against an older glibc, so it runs on trixie's),
+//! cargo and rustc (for `cargo metadata`, whose `--filter-platform` for the build's SBOM asks rustc for the target's
+//! cfg, and which downloads the crates' manifests: through this machine's CA bundle, into a cargo home kept for these
+//! runs), on the host's network (a test registry on loopback is reachable), in an empty
 //! storage per build that also reads, read-only, a store of podman 5's own holding only the Rust builder, as a CI
 //! runner starts with only the base images it pulls.
 //!
@@ -61,9 +63,17 @@ impl Podman5 {
 
     /// `podman run` of the podman-5 image: privileged (its podman mounts overlays and makes namespaces), the host's
     /// network, the bench's containers.conf where it needed one (runc and explicit ulimits suit podman 5 here as
-    /// well), `dirs` mounted at the same paths (read-only where false), the xtask and cargo on PATH, and its podman
-    /// using the storage `storage_conf` describes.
+    /// well), `dirs` mounted at the same paths (read-only where false), the xtask and cargo on PATH, the Rust
+    /// toolchain's sysroot at its own path (rustc finds its libraries beside it) as RUSTC, this machine's CA bundle
+    /// (which holds a TLS-intercepting proxy's CA, where there is one) for cargo, a cargo home kept from run to run
+    /// (`target/tests/podman5-cargo`), and its podman using the storage `storage_conf` describes.
     fn run_in(&self, dirs: &[(&Path, bool)], storage_conf: &Path) -> Command {
+        let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
+        let sysroot = PathBuf::from(stdout(Command::new(rustc).args(["--print", "sysroot"])));
+        let ca_bundle = std::env::var("SSL_CERT_FILE")
+            .unwrap_or_else(|_| "/etc/ssl/certs/ca-certificates.crt".to_owned());
+        let cargo_home = target_dir().join("tests/podman5-cargo");
+        std::fs::create_dir_all(&cargo_home).unwrap();
         let mut command = podman();
         command.args(["run", "--rm", "--privileged", "--network=host"]);
         if let Some(conf) = ci_env().get("CONTAINERS_CONF") {
@@ -86,6 +96,18 @@ impl Podman5 {
             .arg("--volume")
             .arg(format!("{}:/usr/local/bin/cargo:ro", env!("CARGO")))
             .args(["--env", "CARGO=/usr/local/bin/cargo"])
+            .arg("--volume")
+            .arg(format!("{}:{}:ro", sysroot.display(), sysroot.display()))
+            .arg("--env")
+            .arg(format!("RUSTC={}", sysroot.join("bin/rustc").display()))
+            .arg("--volume")
+            .arg(format!("{ca_bundle}:/etc/ssl/certs/ca-certificates.crt:ro"))
+            .args([
+                "--env",
+                "CARGO_HTTP_CAINFO=/etc/ssl/certs/ca-certificates.crt",
+            ])
+            .arg("--volume")
+            .arg(format!("{}:/root/.cargo", cargo_home.display()))
             .arg("--env")
             .arg(format!(
                 "CONTAINERS_STORAGE_CONF={}",
