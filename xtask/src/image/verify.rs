@@ -612,9 +612,8 @@ fn read_published(repo: &Repo, image: &ImageRef) -> anyhow::Result<PublishedImag
         })?;
     if !list.is_index() {
         anyhow::bail!(
-            "{image} is a single image ({}), not a manifest list: this pipeline publishes a list of {}",
-            list.media_type,
-            "every platform"
+            "{image} is a single image ({}), not a manifest list: this pipeline publishes a list of every platform",
+            list.media_type
         );
     }
     let index: Index = serde_json::from_slice(&list.bytes)

@@ -722,10 +722,7 @@ fn push_attestation(
         .map_err(|e| e.to_string())?
         .len();
     let upload = |bytes: &[u8]| -> Result<String, String> {
-        let digest = format!(
-            "sha256:{}",
-            super::registry::sha256(bytes).trim_start_matches("sha256:")
-        );
+        let digest = super::registry::sha256(bytes);
         let started = agent
             .post(&format!("{base}/blobs/uploads/"))
             .header("authorization", &auth)
