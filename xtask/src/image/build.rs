@@ -36,6 +36,10 @@ const RESERVED_ARGS: [&str; 2] = ["BUILDPLATFORM", "TARGETARCH"];
 /// The label that holds the image's time.
 const CREATED: &str = "org.opencontainers.image.created";
 
+/// `podman build --timestamp`: the time of every file a build adds and of each history entry it writes (the Unix
+/// epoch, as reproducible images commonly carry).
+pub const LAYER_TIME: &str = "0";
+
 /// How long the layer cache may take to answer before the build goes on without it.
 const CACHE_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -108,9 +112,6 @@ pub struct BuildPlan {
     pub labels: BTreeMap<String, String>,
     /// The Rust target the Containerfile compiles each platform for (what its SBOM is resolved for).
     pub rust_targets: BTreeMap<Platform, RustTarget>,
-    /// `podman build --timestamp`: the `created` label's time, so the config's times and the mtimes of every
-    /// file the build adds depend on the sources only; `None` without a `created` label.
-    pub timestamp: Option<u64>,
     /// Local image name; platform `p` is tagged `local_image(p)`.
     pub image: String,
     /// `<target>/image`: each platform is exported to `<out_dir>/<os>-<arch>/`.
@@ -186,16 +187,15 @@ impl BuildPlan {
             Some(_) => return Err(exit::invalid("--tag must not be empty")),
             None => format!("localhost/{}:local", config.name),
         };
-        // One time for the label and for podman: the one meta decided.
-        let timestamp = match request.labels.get(CREATED) {
-            Some(created) => Some(meta::parse_rfc3339(created).ok_or_else(|| {
+        // The image's time, written into the exported config: the one meta decided.
+        if let Some(created) = request.labels.get(CREATED) {
+            meta::parse_rfc3339(created).ok_or_else(|| {
                 exit::invalid(format!(
                     "the label {CREATED}={created:?} is not a time like 2023-11-14T22:13:20Z (whole seconds, \
                      UTC); pass the labels `image meta` wrote"
                 ))
-            })?),
-            None => None,
-        };
+            })?;
+        }
         let mut labels = request.labels.clone();
         labels.extend(containerfile::base_labels(
             containerfile::final_base(&facts.containerfile, &build_args).as_deref(),
@@ -220,7 +220,6 @@ impl BuildPlan {
             build_args,
             labels,
             rust_targets,
-            timestamp,
             image,
             out_dir: facts.out_dir.clone(),
             cache_repo,
@@ -278,11 +277,12 @@ impl BuildPlan {
         ]
         .map(str::to_owned)
         .into();
-        if let Some(timestamp) = self.timestamp {
-            argv.extend(["--timestamp".to_owned(), timestamp.to_string()]);
-        }
         argv.extend(
             [
+                // One time for every build of every commit: a layer's bytes are its files', so a cache hit from
+                // an earlier commit gives the very layer a clean build would (the image's time is set at export).
+                "--timestamp",
+                LAYER_TIME,
                 "--platform",
                 &platform.to_string(),
                 // cargo inside RUN needs the network, and rootless podman here cannot use slirp4netns.
@@ -300,9 +300,6 @@ impl BuildPlan {
         );
         for (key, value) in &self.build_args {
             argv.extend(["--build-arg".to_owned(), format!("{key}={value}")]);
-        }
-        for (key, value) in &self.labels {
-            argv.extend(["--label".to_owned(), format!("{key}={value}")]);
         }
         if let Some(authfile) = &self.authfile {
             argv.extend(["--authfile".into(), authfile.display().to_string()]);
@@ -560,7 +557,7 @@ pub fn build_platform(
             dir.display()
         ))
     })?;
-    let manifest = normalise::export(&dir).map_err(|err| {
+    let manifest = normalise::export(&dir, &plan.labels).map_err(|err| {
         exit::build_failed(format!(
             "normalise the export of {platform} in {}: {err:#}",
             dir.display()
@@ -718,10 +715,10 @@ mod tests {
         line.split_whitespace().map(str::to_owned).collect()
     }
 
-    /// The start of every `podman build` line of commit 0123abc: the time, the platform and the local tag.
+    /// The start of every `podman build` line: the fixed time, the platform and the local tag.
     fn podman_build(arch: &str, tag: &str) -> String {
         format!(
-            "podman build --format docker --identity-label=false --timestamp 1700000000 --platform linux/{arch} \
+            "podman build --format docker --identity-label=false --timestamp 0 --platform linux/{arch} \
              --network=host --file /src/Containerfile --tag {tag} --build-arg BUILDPLATFORM=linux/amd64 \
              --build-arg TARGETARCH={arch}"
         )
@@ -729,11 +726,6 @@ mod tests {
 
     #[test]
     fn build_argv_per_request() {
-        let label_flags = "--label org.opencontainers.image.created=2023-11-14T22:13:20Z \
-                      --label org.opencontainers.image.licenses=MIT \
-                      --label org.opencontainers.image.revision=0123abc \
-                      --label org.opencontainers.image.source=https://github.com/o/app \
-                      --label org.opencontainers.image.title=app";
         let cases = [
             (
                 BuildRequest {
@@ -742,8 +734,7 @@ mod tests {
                 },
                 Platform::LINUX_ARM64,
                 format!(
-                    "{} --build-arg RUNTIME_IMAGE=scratch {label_flags} \
-                     --label org.opencontainers.image.version=1.2.3 /src",
+                    "{} --build-arg RUNTIME_IMAGE=scratch /src",
                     podman_build("arm64", "localhost/app:local-arm64")
                 ),
             ),
@@ -762,8 +753,6 @@ mod tests {
                 format!(
                     "{} --build-arg RUNTIME_IMAGE=localhost/bb:amd64 \
                      --build-arg RUST_IMAGE=localhost/rb:1 \
-                     --label org.opencontainers.image.base.name=localhost/bb:amd64 {label_flags} \
-                     --label org.opencontainers.image.version=2.0.0 \
                      --layers --cache-from ghcr.io/o/cache --cache-to ghcr.io/o/cache /src",
                     podman_build("amd64", "localhost/try:amd64")
                 ),
@@ -776,8 +765,7 @@ mod tests {
                 },
                 Platform::LINUX_AMD64,
                 format!(
-                    "{} --build-arg RUNTIME_IMAGE=scratch {label_flags} \
-                     --label org.opencontainers.image.version=1.2.3 --layers \
+                    "{} --build-arg RUNTIME_IMAGE=scratch --layers \
                      --cache-from 127.0.0.1:5000/bench/cache --cache-to 127.0.0.1:5000/bench/cache \
                      --tls-verify=false /src",
                     podman_build("amd64", "localhost/app:local-amd64")
@@ -791,47 +779,49 @@ mod tests {
     }
 
     #[test]
-    fn the_time_is_the_created_label_and_the_base_is_labelled() {
+    fn one_build_time_for_every_commit_and_the_labels_kept_for_the_export() {
         let pinned = "sha256:afa5c872c891853ca7fcf1f12c3edb23f7eeef36189728842dd51042ff57f7ab";
         let no_runtime_arg = || {
             let mut config = config();
             config.build_args.clear();
             config
         };
-        // (configuration, labels, --timestamp, the base labels)
+        let with_base = |mut labels: BTreeMap<String, String>| {
+            labels.insert("org.opencontainers.image.base.digest".into(), pinned.into());
+            labels.insert(
+                "org.opencontainers.image.base.name".into(),
+                "gcr.io/distroless/static-debian12:nonroot".into(),
+            );
+            labels
+        };
+        // (configuration, labels asked for, the labels the export is given)
         let cases = [
-            (config(), labels("1.2.3"), Some("1700000000"), vec![]),
-            (config(), BTreeMap::new(), None, vec![]),
+            (config(), labels("1.2.3"), labels("1.2.3")),
+            (config(), labels("2.0.0"), labels("2.0.0")),
+            (config(), BTreeMap::new(), BTreeMap::new()),
             (
                 no_runtime_arg(),
                 labels("1.2.3"),
-                Some("1700000000"),
-                vec![
-                    "org.opencontainers.image.base.digest=".to_owned() + pinned,
-                    "org.opencontainers.image.base.name=gcr.io/distroless/static-debian12:nonroot"
-                        .to_owned(),
-                ],
+                with_base(labels("1.2.3")),
             ),
         ];
-        for (config, labels, timestamp, base) in cases {
+        let mut argvs = Vec::new();
+        for (config, asked, given) in cases {
             let request = BuildRequest {
-                labels,
+                labels: asked,
                 ..BuildRequest::default()
             };
-            let argv = BuildPlan::new(&config, &request, &facts())
-                .unwrap()
-                .build_argv(Platform::LINUX_AMD64);
-            assert_eq!(
-                value_after(&argv, "--timestamp"),
-                Vec::from_iter(timestamp),
-                "{argv:?}"
-            );
-            let base_labels: Vec<&str> = value_after(&argv, "--label")
-                .into_iter()
-                .filter(|l| l.starts_with("org.opencontainers.image.base."))
-                .collect();
-            assert_eq!(base_labels, base, "{argv:?}");
+            let plan = BuildPlan::new(&config, &request, &facts()).unwrap();
+            assert_eq!(plan.labels, given, "{request:?}");
+            let argv = plan.build_argv(Platform::LINUX_AMD64);
+            assert_eq!(value_after(&argv, "--timestamp"), [LAYER_TIME], "{argv:?}");
+            assert!(value_after(&argv, "--label").is_empty(), "{argv:?}");
+            argvs.push(argv);
         }
+        // Commits that differ only in their labels ask podman for the very same build, so every cached step holds.
+        assert_eq!(argvs[0], argvs[1]);
+        assert_eq!(argvs[1], argvs[2]);
+
         let request = BuildRequest {
             labels: [(CREATED.to_owned(), "2023-11-14T22:13:20.123Z".to_owned())].into(),
             ..BuildRequest::default()

@@ -1,8 +1,16 @@
-//! The export step's last part: the exported image config made free of build-time ids, and the manifest
-//! rewritten to name the new config, so that the same sources give the same digest on any machine, in any podman
-//! storage, rootful or rootless.
+//! The export step's last part: the exported image config made free of build-time ids and given the image's labels
+//! and time, and the manifest rewritten to name the new config, so that the same sources give the same digest on
+//! any machine, in any podman storage, rootful or rootless, with any podman.
 //!
-//! With `--timestamp` podman's layers are already byte for byte the same from build to build; its Docker-format
+//! The labels and the time are set here rather than in the build (`--label`, `--timestamp <created>`) for three
+//! reasons. A layer's bytes include its files' mtimes, and buildah's cache key for a step does not include
+//! `--timestamp`: an earlier commit's cached layer with the same files would carry that commit's time, so the build
+//! runs with one fixed time ([`super::LAYER_TIME`]) and the layers depend on their files only. Each `--label` is a
+//! build step (one history entry each before buildah 1.30, one for all later), so the history, and the digest,
+//! would depend on the podman version. And the labels change with every commit while the final stage's steps need
+//! not run again.
+//!
+//! With a fixed `--timestamp` podman's layers are byte for byte the same from build to build; its Docker-format
 //! config is not. It records the build container (`container`, and its id as `Hostname` in `config` and
 //! `container_config`), the previous intermediate image (`parent`), and the intermediate image each step started
 //! from (`"comment": "FROM <image id>"` in `history`); each is random or depends on what the storage held. None of
@@ -13,8 +21,12 @@
 //! older ones wrote "" and `[]`. A runtime reads both the same (no command; the working directory "/"), so the newer
 //! spelling is kept and the older one rewritten to it. Everything else is kept as podman wrote it.
 //!
+//! The history entries the build writes keep the fixed time; the config's `created` is the image's (the
+//! `org.opencontainers.image.created` label).
+//!
 //! [`config`] and [`manifest`] are pure; [`export`] applies them to an export directory.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::Context;
@@ -22,9 +34,13 @@ use serde_json::Value;
 
 use crate::oci::{Digest, ImageManifest};
 
-/// The config without build-time ids, as compact JSON with sorted keys (the same input always gives the same
-/// bytes; normalising twice changes nothing).
-pub fn config(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
+/// The label whose value is the image's time.
+const CREATED: &str = "org.opencontainers.image.created";
+
+/// The config without build-time ids, with `labels` added to the base image's (a label of the same key replaced)
+/// and the `created` label's time, as compact JSON with sorted keys (the same input always gives the same bytes;
+/// normalising twice changes nothing).
+pub fn config(bytes: &[u8], labels: &BTreeMap<String, String>) -> anyhow::Result<Vec<u8>> {
     let mut config: Value =
         serde_json::from_slice(bytes).context("the exported image config is not JSON")?;
     let object = config
@@ -32,6 +48,9 @@ pub fn config(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
         .context("the exported image config is not a JSON object")?;
     object.remove("container");
     object.remove("parent");
+    if let Some(created) = labels.get(CREATED) {
+        object.insert("created".into(), Value::String(created.clone()));
+    }
     for key in ["config", "container_config"] {
         if let Some(run) = object.get_mut(key).and_then(Value::as_object_mut) {
             if run.contains_key("Hostname") {
@@ -53,6 +72,20 @@ pub fn config(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
                 .is_some_and(Vec::is_empty)
             {
                 run.insert("Cmd".into(), Value::Null);
+            }
+            // The labels go where a runtime reads them; `container_config` is the last build step's and keeps
+            // what the build wrote.
+            if key == "config" && !labels.is_empty() {
+                let all = run
+                    .entry("Labels")
+                    .or_insert_with(|| Value::Object(Default::default()));
+                if !all.is_object() {
+                    *all = Value::Object(Default::default());
+                }
+                let all = all.as_object_mut().expect("made an object above");
+                for (key, value) in labels {
+                    all.insert(key.clone(), Value::String(value.clone()));
+                }
             }
         }
     }
@@ -96,7 +129,7 @@ pub fn manifest(bytes: &[u8], config: &[u8]) -> anyhow::Result<Vec<u8>> {
 
 /// Normalises the export in `dir` (`podman push … dir:` output) in place: the new config under its digest, the
 /// manifest naming it, the old config removed. Returns the manifest's new bytes.
-pub fn export(dir: &Path) -> anyhow::Result<Vec<u8>> {
+pub fn export(dir: &Path, labels: &BTreeMap<String, String>) -> anyhow::Result<Vec<u8>> {
     let manifest_path = dir.join("manifest.json");
     let old_manifest = std::fs::read(&manifest_path)
         .with_context(|| format!("read {}", manifest_path.display()))?;
@@ -105,8 +138,8 @@ pub fn export(dir: &Path) -> anyhow::Result<Vec<u8>> {
     let old_config_path = dir.join(parsed.config.digest.hex());
     let old_config = std::fs::read(&old_config_path)
         .with_context(|| format!("read the exported config {}", old_config_path.display()))?;
-    let new_config =
-        config(&old_config).with_context(|| format!("normalise {}", old_config_path.display()))?;
+    let new_config = config(&old_config, labels)
+        .with_context(|| format!("normalise {}", old_config_path.display()))?;
     let new_manifest = manifest(&old_manifest, &new_config)?;
     let new_config_path = dir.join(Digest::of(&new_config).hex());
     write(&new_config_path, &new_config)?;
@@ -142,6 +175,10 @@ mod tests {
     ];
     const SCRATCH_MANIFEST: &[u8] = include_bytes!("testdata/scratch-a.manifest.json");
 
+    fn no_labels() -> BTreeMap<String, String> {
+        BTreeMap::new()
+    }
+
     fn json(bytes: &[u8]) -> Value {
         serde_json::from_slice(bytes).unwrap()
     }
@@ -150,20 +187,27 @@ mod tests {
     fn two_builds_of_the_same_sources_get_one_config() {
         for [a, b] in [SCRATCH, BUSYBOX] {
             assert_ne!(a, b, "the fixtures are two different builds");
-            let (a, b) = (config(a).unwrap(), config(b).unwrap());
+            let (a, b) = (
+                config(a, &no_labels()).unwrap(),
+                config(b, &no_labels()).unwrap(),
+            );
             assert_eq!(
                 String::from_utf8_lossy(&a),
                 String::from_utf8_lossy(&b),
                 "normalised, the two builds agree"
             );
-            assert_eq!(config(&a).unwrap(), a, "normalising twice changes nothing");
+            assert_eq!(
+                config(&a, &no_labels()).unwrap(),
+                a,
+                "normalising twice changes nothing"
+            );
         }
     }
 
     #[test]
     fn only_build_time_ids_go() {
         for raw in SCRATCH.into_iter().chain(BUSYBOX) {
-            let (before, after) = (json(raw), json(&config(raw).unwrap()));
+            let (before, after) = (json(raw), json(&config(raw, &no_labels()).unwrap()));
             for gone in ["container", "parent"] {
                 assert!(
                     before.get(gone).is_some() && after.get(gone).is_none(),
@@ -207,7 +251,7 @@ mod tests {
             }
         }
         // The base's name stays: it says what the image is built on.
-        let busybox = String::from_utf8(config(BUSYBOX[0]).unwrap()).unwrap();
+        let busybox = String::from_utf8(config(BUSYBOX[0], &no_labels()).unwrap()).unwrap();
         assert!(
             busybox.contains(r#""comment":"FROM localhost/xtask/busybox:amd64""#),
             "{busybox}"
@@ -227,16 +271,16 @@ mod tests {
         assert_eq!(old["config"]["Cmd"], serde_json::json!([]));
         assert_eq!(new["config"]["Cmd"], Value::Null);
         let (mut old, mut new) = (
-            json(&config(PODMAN_4_3).unwrap()),
-            json(&config(PODMAN_5_4).unwrap()),
+            json(&config(PODMAN_4_3, &no_labels()).unwrap()),
+            json(&config(PODMAN_5_4, &no_labels()).unwrap()),
         );
         assert!(
             new.get("container").is_none() && new["config"]["Hostname"] == "",
             "{new}"
         );
         assert_eq!(
-            config(&config(PODMAN_5_4).unwrap()).unwrap(),
-            config(PODMAN_5_4).unwrap()
+            config(&config(PODMAN_5_4, &no_labels()).unwrap(), &no_labels()).unwrap(),
+            config(PODMAN_5_4, &no_labels()).unwrap()
         );
         // What is left between them is not a build-time id: buildah 1.28 records each --label as a history entry
         // of its own, 1.30 and later all of them in one; and the layer (rootfs) differs in its tar headers.
@@ -246,6 +290,67 @@ mod tests {
             new.as_object_mut().unwrap().remove(differs);
         }
         assert_eq!(old, new);
+    }
+
+    #[test]
+    fn the_labels_and_the_time_are_the_images() {
+        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let base = json(&config(BUSYBOX[0], &no_labels()).unwrap());
+        // (labels given, the config's created, labels expected besides the base image's)
+        let cases = [
+            (no_labels(), base["created"].clone(), labels(&[])),
+            (
+                labels(&[
+                    (CREATED, "2024-01-02T03:04:05Z"),
+                    ("org.opencontainers.image.revision", "0123abc"),
+                ]),
+                Value::from("2024-01-02T03:04:05Z"),
+                labels(&[
+                    (CREATED, "2024-01-02T03:04:05Z"),
+                    ("org.opencontainers.image.revision", "0123abc"),
+                ]),
+            ),
+            (
+                labels(&[("org.opencontainers.image.version", "1.2.3")]),
+                base["created"].clone(),
+                labels(&[("org.opencontainers.image.version", "1.2.3")]),
+            ),
+        ];
+        let base_labels: BTreeMap<String, String> =
+            serde_json::from_value(base["config"]["Labels"].clone()).unwrap_or_default();
+        for (given, created, added) in cases {
+            let normalised = config(BUSYBOX[0], &given).unwrap();
+            let after = json(&normalised);
+            assert_eq!(after["created"], created, "{given:?}");
+            let mut want = base_labels.clone();
+            want.extend(added);
+            let got: BTreeMap<String, String> =
+                serde_json::from_value(after["config"]["Labels"].clone()).unwrap_or_default();
+            assert_eq!(got, want, "{given:?}");
+            assert_eq!(
+                after["container_config"]["Labels"], base["container_config"]["Labels"],
+                "the last build step's config keeps what the build wrote"
+            );
+            // Build-steps' times stay the build's; only the image's time is the label's.
+            assert_eq!(after["history"], base["history"], "{given:?}");
+            assert_eq!(
+                config(&normalised, &given).unwrap(),
+                normalised,
+                "normalising twice changes nothing"
+            );
+        }
+        // A label of the base image's key is replaced, not duplicated.
+        let mut first = base_labels.clone();
+        let Some((key, _)) = first.pop_first() else {
+            panic!("the busybox fixture has labels: {base}");
+        };
+        let replaced = json(&config(BUSYBOX[0], &labels(&[(key.as_str(), "mine")])).unwrap());
+        assert_eq!(replaced["config"]["Labels"][key.as_str()], "mine");
     }
 
     #[test]
@@ -272,7 +377,7 @@ mod tests {
 
     #[test]
     fn the_manifest_names_the_new_config() {
-        let new_config = config(SCRATCH[0]).unwrap();
+        let new_config = config(SCRATCH[0], &no_labels()).unwrap();
         let rewritten = manifest(SCRATCH_MANIFEST, &new_config).unwrap();
         let (before, after) = (json(SCRATCH_MANIFEST), json(&rewritten));
         assert_eq!(
@@ -298,16 +403,16 @@ mod tests {
         let old_config = dir.join(Digest::of(SCRATCH[0]).hex());
         std::fs::write(&old_config, SCRATCH[0]).unwrap();
         std::fs::write(dir.join("manifest.json"), SCRATCH_MANIFEST).unwrap();
-        let written = export(&dir).unwrap();
+        let written = export(&dir, &no_labels()).unwrap();
         assert_eq!(std::fs::read(dir.join("manifest.json")).unwrap(), written);
-        let new_config = config(SCRATCH[0]).unwrap();
+        let new_config = config(SCRATCH[0], &no_labels()).unwrap();
         assert_eq!(
             std::fs::read(dir.join(Digest::of(&new_config).hex())).unwrap(),
             new_config
         );
         assert!(!old_config.exists());
         // Again: nothing changes, and the config is still there.
-        assert_eq!(export(&dir).unwrap(), written);
+        assert_eq!(export(&dir, &no_labels()).unwrap(), written);
         assert!(dir.join(Digest::of(&new_config).hex()).exists());
         let mut names: Vec<_> = std::fs::read_dir(&dir)
             .unwrap()
