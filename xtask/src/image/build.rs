@@ -265,6 +265,15 @@ impl BuildPlan {
         })
     }
 
+    /// What the dry run says of the labels, as a shell comment: each export's config gets them, and the
+    /// `created` label's time as its own.
+    pub fn labels_comment(&self) -> String {
+        format!(
+            "# labels of every exported config (created is also its time): {}",
+            serde_json::to_string(&self.labels).expect("a map of strings serialises")
+        )
+    }
+
     /// `podman build` for one platform.
     pub fn build_argv(&self, platform: Platform) -> Vec<String> {
         let mut argv: Vec<String> = [
@@ -645,6 +654,8 @@ impl flags::Build {
                 println!("{}", shell_line(&plan.build_argv(platform)));
                 println!("{}", shell_line(&plan.export_argv(platform)));
             }
+            // Not a command: the labels are written into each exported config, not passed to podman.
+            println!("{}", plan.labels_comment());
             return Ok(());
         }
         require_podman()?;
