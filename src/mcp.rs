@@ -238,190 +238,20 @@ fn initialize(params: Option<&Value>) -> Value {
     })
 }
 
-/// An object schema whose listed properties are all required but those in `optional`, and nothing else allowed.
-fn object(properties: Value, optional: &[&str]) -> Value {
-    let required: Vec<&str> = properties
-        .as_object()
-        .map(|m| m.keys().map(String::as_str).collect())
-        .unwrap_or_default();
-    let required: Vec<&str> = required
-        .into_iter()
-        .filter(|k| !optional.contains(k))
-        .collect();
-    json!({
-        "type": "object",
-        "properties": properties,
-        "required": required,
-        "additionalProperties": false,
-    })
-}
-
-fn described(kind: &str, description: &str) -> Value {
-    json!({ "type": kind, "description": description })
-}
-
-/// The `structuredContent` of a calculate_fare result (JSON Schema; the keywords common to draft-07 and 2020-12).
-pub fn calculate_fare_output_schema() -> Value {
-    let int = |min: u32| json!({ "type": "integer", "minimum": min });
-    let date = json!({ "type": "string", "format": "date" });
-    let money_text = described("string", "Whole NT$ rounded half up, e.g. \"NT$599\"");
-    let month = object(
-        json!({
-            "month": described("string", "English month name"),
-            "year": { "type": "integer" },
-            "startDate": date,
-            "endDate": date,
-            "dateRange": described("string", "e.g. \"Oct 31 - Oct 31\""),
-            "days": int(1),
-            "workingDays": int(0),
-            "trips": int(0),
-            "baseFare": money_text,
-            "originalCost": money_text,
-            "discountTier": described("string", "This month's discount, e.g. \"10%\""),
-            "discountAmount": money_text,
-            "finalCost": money_text,
-        }),
-        &[],
-    );
-    let holiday = object(
-        json!({
-            "date": date,
-            "name": { "type": "string" },
-            "dayOfWeek": { "type": "string", "enum": calendar::WEEKDAY_NAMES },
-            "isWeekend": { "type": "boolean" },
-        }),
-        &[],
-    );
-    object(
-        json!({
-            "tpassCost": described("integer", "TPASS price in NT$"),
-            "regularCost": described("number", "Per-ride cost in NT$ after each month's frequent-rider discount (unrounded)"),
-            "regularCostBeforeDiscount": described("number", "Per-ride cost in NT$ before any discount"),
-            "savingsAmount": described("number", "tpassCost - regularCost: positive when paying per ride is cheaper"),
-            "savingsPercentage": {
-                "type": ["number", "null"],
-                "description": "savingsAmount / regularCost; null when regularCost is 0"
-            },
-            "recommendation": { "type": "string", "enum": ["BUY_TPASS", "USE_REGULAR"] },
-            "recommendationReason": { "type": "string" },
-            "details": object(json!({
-                "workingDays": { "type": "integer", "minimum": 0, "maximum": fare::TPASS_DAYS },
-                "workingDaysSource": { "type": "string", "enum": ["calendar", "customWorkingDays"] },
-                "totalTrips": int(0),
-                "oneWayFare": { "type": "integer", "minimum": fare::FARE_RANGE.0, "maximum": fare::FARE_RANGE.1 },
-                "tripsPerDay": {
-                    "type": "integer",
-                    "minimum": fare::TRIPS_PER_DAY_RANGE.0,
-                    "maximum": fare::TRIPS_PER_DAY_RANGE.1
-                },
-                "discountRate": { "type": "number", "minimum": 0, "maximum": 1 },
-                "discountTier": { "type": "string" },
-                "discountNote": { "type": "string" },
-                "periodStart": date,
-                "periodEnd": date,
-                "crossesMonthBoundary": { "type": "boolean" },
-            }), &[]),
-            "monthlyBreakdown": {
-                "type": "array",
-                "description": "One entry per calendar month, present when the period crosses a month end",
-                "items": month,
-                "minItems": 2,
-                "maxItems": 3
-            },
-            "holidays": object(json!({
-                "totalHolidays": int(0),
-                "list": { "type": "array", "items": holiday },
-            }), &[]),
-            "warnings": { "type": "array", "items": { "type": "string" } },
-        }),
-        &["monthlyBreakdown"],
-    )
-}
-
-/// The `structuredContent` of a get_discount_info result.
-pub fn discount_info_output_schema() -> Value {
-    let tier = object(
-        json!({
-            "tripRange": { "type": "string" },
-            "minTrips": { "type": "integer", "minimum": 0 },
-            "maxTrips": { "type": ["integer", "null"], "description": "null for the open-ended top tier" },
-            "discount": described("string", "e.g. \"10%\""),
-            "discountRate": { "type": "number", "minimum": 0, "maximum": 1 },
-        }),
-        &[],
-    );
-    object(
-        json!({
-            "discountTiers": { "type": "array", "items": tier, "minItems": 1 },
-            "validityPeriod": { "type": "string" },
-            "resetCycle": { "type": "string" },
-            "tpassInfo": object(json!({
-                "price": { "type": "string" },
-                "priceAmount": { "type": "integer" },
-                "validityDays": { "type": "integer" },
-                "validity": { "type": "string" },
-                "benefits": { "type": "array", "items": { "type": "string" } },
-            }), &[]),
-            "comparisonTip": { "type": "string" },
-        }),
-        &[],
-    )
-}
-
-/// The tools/list answer, built once.
+/// The tools/list answer: `src/tools.json`, with the years of the embedded calendars in calculate_fare's
+/// description. The tools and their schemas are data, as clients read them; built in code with `json!`, they were
+/// a fifth of the app's compiled code. The tests hold the file to the limits and defaults `fare` enforces.
 pub fn tools() -> &'static Value {
     static TOOLS: OnceLock<Value> = OnceLock::new();
-    TOOLS.get_or_init(build_tools)
-}
-
-fn build_tools() -> Value {
-    json!([
-        {
-            "name": "calculate_fare",
-            "title": "TPASS or pay per ride?",
-            "description": format!("Compare the TPASS monthly pass (NT$1200, 30 consecutive days from startDate) with paying per ride on the Taipei Metro with the frequent-rider discount (counted per calendar month: 11-20 trips 5%, 21-40 trips 10%, 41+ trips 15% off). Working days come from Taiwan's official government calendar for {} (Monday-Friday, with a warning, for other years), including make-up workdays, or from customWorkingDays. Returns the costs, savings, a BUY_TPASS or USE_REGULAR recommendation, a per-month breakdown when the period crosses a month end, and the public holidays in the period.", calendar::covered_years_text()),
-            "inputSchema": {
-                "type": "object",
-                "properties": {
-                    "startDate": {
-                        "type": "string",
-                        "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
-                        "description": "First day of the pass, YYYY-MM-DD (e.g. 2025-11-01). Defaults to the next working day in Asia/Taipei."
-                    },
-                    "oneWayFare": {
-                        "type": "integer",
-                        "minimum": fare::FARE_RANGE.0,
-                        "maximum": fare::FARE_RANGE.1,
-                        "default": fare::DEFAULT_ONE_WAY_FARE,
-                        "description": "One-way fare in NT$ before any discount (e.g. 20-25 short, 40-50 typical, 60-65 long trips)."
-                    },
-                    "tripsPerDay": {
-                        "type": "integer",
-                        "minimum": fare::TRIPS_PER_DAY_RANGE.0,
-                        "maximum": fare::TRIPS_PER_DAY_RANGE.1,
-                        "default": fare::DEFAULT_TRIPS_PER_DAY,
-                        "description": "Rides per working day; 2 is one round trip."
-                    },
-                    "customWorkingDays": {
-                        "type": "integer",
-                        "minimum": fare::CUSTOM_WORKING_DAYS_RANGE.0,
-                        "maximum": fare::CUSTOM_WORKING_DAYS_RANGE.1,
-                        "description": "Working days in the 30-day period, replacing the calendar (for shift or part-time work); spread over the months in proportion to their days."
-                    }
-                }
-            },
-            "outputSchema": calculate_fare_output_schema(),
-            "annotations": { "readOnlyHint": true, "idempotentHint": true, "openWorldHint": false }
-        },
-        {
-            "name": "get_discount_info",
-            "title": "Frequent-rider tiers and TPASS facts",
-            "description": "The Taipei Metro frequent-rider discount tiers (per calendar month, reset on the 1st) and the TPASS monthly pass price and validity.",
-            "inputSchema": { "type": "object", "properties": {} },
-            "outputSchema": discount_info_output_schema(),
-            "annotations": { "readOnlyHint": true, "idempotentHint": true, "openWorldHint": false }
+    TOOLS.get_or_init(|| {
+        let mut tools: Value =
+            serde_json::from_str(include_str!("tools.json")).expect("src/tools.json is JSON");
+        if let Some(description) = tools[0]["description"].as_str() {
+            let description = description.replace("{years}", &calendar::covered_years_text());
+            tools[0]["description"] = Value::String(description);
         }
-    ])
+        tools
+    })
 }
 
 fn tool_error(message: String) -> Value {
@@ -642,12 +472,105 @@ mod tests {
         );
     }
 
+    /// The `structuredContent` of a calculate_fare result (JSON Schema; the keywords common to draft-07 and
+    /// 2020-12).
+    fn calculate_fare_output_schema() -> &'static Value {
+        &tools()[0]["outputSchema"]
+    }
+
+    /// The `structuredContent` of a get_discount_info result.
+    fn discount_info_output_schema() -> &'static Value {
+        &tools()[1]["outputSchema"]
+    }
+
+    /// What tools.json says of the inputs and results is what `fare` and `calendar` enforce.
+    #[test]
+    fn tools_json_states_the_limits_the_code_enforces() {
+        let int = |n: u32| json!(n);
+        let input = "/0/inputSchema/properties";
+        let details = "/0/outputSchema/properties/details/properties";
+        let cases = [
+            (format!("{input}/oneWayFare/minimum"), int(fare::FARE_RANGE.0)),
+            (format!("{input}/oneWayFare/maximum"), int(fare::FARE_RANGE.1)),
+            (format!("{input}/oneWayFare/default"), int(fare::DEFAULT_ONE_WAY_FARE)),
+            (format!("{input}/tripsPerDay/minimum"), int(fare::TRIPS_PER_DAY_RANGE.0)),
+            (format!("{input}/tripsPerDay/maximum"), int(fare::TRIPS_PER_DAY_RANGE.1)),
+            (format!("{input}/tripsPerDay/default"), int(fare::DEFAULT_TRIPS_PER_DAY)),
+            (format!("{input}/customWorkingDays/minimum"), int(fare::CUSTOM_WORKING_DAYS_RANGE.0)),
+            (format!("{input}/customWorkingDays/maximum"), int(fare::CUSTOM_WORKING_DAYS_RANGE.1)),
+            (format!("{details}/oneWayFare/minimum"), int(fare::FARE_RANGE.0)),
+            (format!("{details}/oneWayFare/maximum"), int(fare::FARE_RANGE.1)),
+            (format!("{details}/tripsPerDay/minimum"), int(fare::TRIPS_PER_DAY_RANGE.0)),
+            (format!("{details}/tripsPerDay/maximum"), int(fare::TRIPS_PER_DAY_RANGE.1)),
+            (format!("{details}/workingDays/maximum"), int(fare::TPASS_DAYS)),
+            (
+                "/0/outputSchema/properties/holidays/properties/list/items/properties/dayOfWeek/enum".into(),
+                json!(calendar::WEEKDAY_NAMES),
+            ),
+            ("/0/name".into(), json!(TOOL_NAMES[0])),
+            ("/1/name".into(), json!(TOOL_NAMES[1])),
+        ];
+        for (pointer, want) in cases {
+            assert_eq!(tools().pointer(&pointer), Some(&want), "{pointer}");
+        }
+        let description = tools()[0]["description"].as_str().unwrap();
+        assert!(!description.contains('{'), "{description}");
+        assert!(
+            description.contains(&format!(
+                "calendar for {} (",
+                calendar::covered_years_text()
+            )),
+            "{description}"
+        );
+    }
+
+    /// Every object schema of a result names its properties, requires each (only monthlyBreakdown is optional)
+    /// and allows nothing else.
+    #[test]
+    fn result_schemas_are_closed_objects() {
+        fn walk(schema: &Value, path: &str, found: &mut Vec<String>) {
+            if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
+                assert_eq!(schema["additionalProperties"], false, "{path}");
+                let required: Vec<&str> = schema["required"]
+                    .as_array()
+                    .unwrap_or_else(|| panic!("{path} has no required list"))
+                    .iter()
+                    .map(|r| r.as_str().unwrap())
+                    .collect();
+                for (name, property) in properties {
+                    if !required.contains(&name.as_str()) {
+                        found.push(format!("{path}/{name}"));
+                    }
+                    walk(property, &format!("{path}/{name}"), found);
+                }
+                assert!(
+                    required.iter().all(|r| properties.contains_key(*r)),
+                    "{path}"
+                );
+            }
+            if let Some(items) = schema.get("items") {
+                walk(items, &format!("{path}[]"), found);
+            }
+        }
+        let mut optional = Vec::new();
+        walk(
+            calculate_fare_output_schema(),
+            "calculate_fare",
+            &mut optional,
+        );
+        walk(
+            discount_info_output_schema(),
+            "get_discount_info",
+            &mut optional,
+        );
+        assert_eq!(optional, ["calculate_fare/monthlyBreakdown"]);
+    }
+
     #[test]
     fn tools_declare_output_schemas() {
         let (_, v) = post(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#);
         let tools = v["result"]["tools"].as_array().unwrap();
-        assert_eq!(tools[0]["outputSchema"], calculate_fare_output_schema());
-        assert_eq!(tools[1]["outputSchema"], discount_info_output_schema());
+        assert_eq!(tools, super::tools().as_array().unwrap());
         for t in tools {
             assert_eq!(t["outputSchema"]["type"], "object", "{}", t["name"]);
             assert_eq!(t["inputSchema"]["type"], "object", "{}", t["name"]);
@@ -687,7 +610,7 @@ mod tests {
             let r = call(args.clone());
             assert_eq!(r["isError"], false, "{args}");
             let content = &r["structuredContent"];
-            if let Err(e) = crate::schema_check::validate(&schema, content) {
+            if let Err(e) = crate::schema_check::validate(schema, content) {
                 panic!("{args}: {e}");
             }
             crossing += usize::from(content.get("monthlyBreakdown").is_some());
@@ -696,7 +619,7 @@ mod tests {
         // The default start (no arguments) too.
         let r = call(json!({}));
         assert_eq!(
-            crate::schema_check::validate(&schema, &r["structuredContent"]),
+            crate::schema_check::validate(schema, &r["structuredContent"]),
             Ok(())
         );
 
@@ -705,7 +628,7 @@ mod tests {
         let (_, v) = post(&body.to_string());
         let info = &v["result"]["structuredContent"];
         assert_eq!(
-            crate::schema_check::validate(&discount_info_output_schema(), info),
+            crate::schema_check::validate(discount_info_output_schema(), info),
             Ok(())
         );
     }
@@ -714,15 +637,15 @@ mod tests {
     fn schemas_catch_a_result_that_drifts() {
         let schema = calculate_fare_output_schema();
         let mut r = call(json!({"startDate": "2027-02-01"}))["structuredContent"].clone();
-        assert_eq!(crate::schema_check::validate(&schema, &r), Ok(()));
+        assert_eq!(crate::schema_check::validate(schema, &r), Ok(()));
         r["details"]["workingDays"] = json!("16");
-        assert!(crate::schema_check::validate(&schema, &r).is_err());
+        assert!(crate::schema_check::validate(schema, &r).is_err());
         r["details"]["workingDays"] = json!(16);
         r["surprise"] = json!(1);
-        assert!(crate::schema_check::validate(&schema, &r).is_err());
+        assert!(crate::schema_check::validate(schema, &r).is_err());
         r.as_object_mut().unwrap().remove("surprise");
         r.as_object_mut().unwrap().remove("warnings");
-        assert!(crate::schema_check::validate(&schema, &r).is_err());
+        assert!(crate::schema_check::validate(schema, &r).is_err());
     }
 
     #[test]

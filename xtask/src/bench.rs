@@ -77,7 +77,7 @@ const CARGO_RUN_VARS: [&str; 6] = [
 const B1_TARGET: f64 = 0.3;
 /// The xtask's cold compile against the app's.
 const B6_TARGET: f64 = 2.5;
-const B2_TARGET: f64 = 0.4;
+const B2_TARGET: f64 = 0.35;
 const B3_TARGET: f64 = 0.05;
 const B4_TARGET: f64 = 0.5;
 const B5_TARGET: f64 = 0.3;
