@@ -1,7 +1,8 @@
 //! Reproducible images: one commit, built twice by `cargo xtask image build`, from two clones at different paths,
 //! at different times and in different time zones, each in an empty podman storage of its own, the first as root
 //! and the second as an unprivileged user with rootless podman, gives the same digest for linux/amd64 and
-//! linux/arm64 and the same SBOMs, and, pushed into two repositories, the same list.
+//! linux/arm64 and the same SBOMs, and, pushed into two repositories, the same list. And a later commit with the
+//! same binary, built in a storage warm with the earlier one's steps, gives what an empty storage gives.
 //!
 //! The storages are empty but for the Rust builder, which each sees read-only (`additionalimagestores`), as a CI
 //! runner starts with only the base images it pulls.
@@ -314,4 +315,141 @@ fn two_clones_two_storages_one_rootless() {
         one[1],
         lists[0]
     );
+}
+
+/// Builds linux/amd64 of the checkout `clone` in the storage `conf` into `target`; returns the build's log.
+fn build_amd64(clone: &Path, conf: &Path, target: &Path, build_args: &[String]) -> String {
+    let output = crate::build::xtask()
+        .current_dir(clone)
+        .env("CONTAINERS_STORAGE_CONF", conf)
+        .env("CARGO_TARGET_DIR", target)
+        .args(["image", "build", "--platform", "linux/amd64"])
+        .args(["--tag", "localhost/xtask-test/repro-warm"])
+        .args(build_args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "the build of {} failed:\n{}",
+        clone.display(),
+        log_tail(&output)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+#[ignore = "builds linux/amd64 three times with podman: needs the test bench; run by `cargo xtask ci`"]
+fn a_storage_warm_with_an_earlier_commit_builds_what_an_empty_one_does() {
+    let vars = ci_env();
+    let builder = vars
+        .get("XTASK_RUST_BUILDER")
+        .cloned()
+        .expect("XTASK_RUST_BUILDER: run `cargo xtask ci --setup-only` first");
+    let build_args: Vec<String> = ci_build_args(&vars)
+        .into_iter()
+        .flat_map(|arg| ["--build-arg".to_owned(), arg])
+        .collect();
+    let base = base_store(&builder);
+    let work = temp_dir("reproducible-warm");
+    let clone = work.path().join("clone");
+    let git = |args: &[&str]| {
+        let status = Command::new("git")
+            .arg("-C")
+            .arg(&clone)
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .env("GIT_AUTHOR_DATE", "2030-01-02T03:04:05Z")
+            .env("GIT_COMMITTER_DATE", "2030-01-02T03:04:05Z")
+            .status()
+            .unwrap();
+        assert!(status.success(), "git {args:?}");
+    };
+    let status = Command::new("git")
+        .args(["clone", "-q", "--no-hardlinks"])
+        .arg(crate::support::root())
+        .arg(&clone)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let storage = |name: &str| {
+        let conf = work.path().join(format!("{name}.conf"));
+        let dir = work.path().join(name);
+        std::fs::write(
+            &conf,
+            storage_conf(&dir.join("root"), &dir.join("run"), &base),
+        )
+        .unwrap();
+        conf
+    };
+    let (warm, empty) = (storage("warm"), storage("empty"));
+
+    // This commit, into the storage that is then warm.
+    let earlier = work.path().join("target-earlier");
+    build_amd64(&clone, &warm, &earlier, &build_args);
+
+    // A later commit whose binary is the same (a comment), so a new revision and time on the same files.
+    let main = clone.join("src/main.rs");
+    let mut text = std::fs::read_to_string(&main).unwrap();
+    text.push_str("// A later commit with the same binary.\n");
+    std::fs::write(&main, text).unwrap();
+    git(&["commit", "-q", "-am", "a comment"]);
+
+    let from_warm = work.path().join("target-warm");
+    let log = build_amd64(&clone, &warm, &from_warm, &build_args);
+    // The final stage's copy of the binary came from the earlier commit's build: after the sources' copy (a new
+    // layer, as is the compile after it) and before the next step, the only cache hit can be that copy's (podman
+    // prints the final stage's first steps where it likes).
+    let sources = log
+        .rfind("COPY src src")
+        .unwrap_or_else(|| panic!("no COPY src step:\n{log}"));
+    let next = log[sources..]
+        .find("USER 65532")
+        .unwrap_or_else(|| panic!("no USER step after the compile:\n{log}"));
+    assert!(
+        log[sources..sources + next].contains("--> Using cache"),
+        "the binary's layer was not taken from the warm storage:\n{log}"
+    );
+    let from_empty = work.path().join("target-empty");
+    let log = build_amd64(&clone, &empty, &from_empty, &build_args);
+    assert!(
+        !log.contains("Using cache"),
+        "the empty storage reused a step:\n{log}"
+    );
+
+    let manifest = |target: &Path| {
+        sha256(&std::fs::read(target.join("image/linux-amd64/manifest.json")).unwrap())
+    };
+    let config = |target: &Path| {
+        let export = target.join("image/linux-amd64");
+        let manifest: Value =
+            serde_json::from_slice(&std::fs::read(export.join("manifest.json")).unwrap()).unwrap();
+        let digest = manifest["config"]["digest"].as_str().unwrap().to_owned();
+        let config: Value =
+            serde_json::from_slice(&std::fs::read(export.join(&digest[7..])).unwrap()).unwrap();
+        config
+    };
+    assert_eq!(
+        manifest(&from_warm),
+        manifest(&from_empty),
+        "a warm and an empty storage built the later commit differently; configs:\n{:#}\n{:#}",
+        config(&from_warm),
+        config(&from_empty)
+    );
+    // It is the later commit's image: its own revision and time, and a digest of its own.
+    let (earlier_config, later_config) = (config(&earlier), config(&from_warm));
+    assert_eq!(later_config["created"], "2030-01-02T03:04:05Z");
+    assert_ne!(
+        earlier_config["config"]["Labels"]["org.opencontainers.image.revision"],
+        later_config["config"]["Labels"]["org.opencontainers.image.revision"]
+    );
+    assert_ne!(manifest(&earlier), manifest(&from_warm));
+    // The same files, layer for layer: only the config tells the commits apart.
+    let layers = |target: &Path| {
+        let manifest: Value = serde_json::from_slice(
+            &std::fs::read(target.join("image/linux-amd64/manifest.json")).unwrap(),
+        )
+        .unwrap();
+        manifest["layers"].clone()
+    };
+    assert_eq!(layers(&earlier), layers(&from_warm));
 }
