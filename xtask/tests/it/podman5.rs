@@ -19,12 +19,13 @@ use serde_json::Value;
 
 use crate::build::image_commit;
 use crate::reproducible::{
-    assert_no_cache_used, base_store, configs, digests, log_tail, storage_conf, PLATFORMS,
+    assert_no_cache_used, base_store, builder_and_build_flags, configs, digests, log_tail,
+    storage_conf, PLATFORMS,
 };
 use crate::support::podman5::Podman5;
 use crate::support::registry::{sha256, temp_dir, Auth, TestRegistry};
 use crate::support::rootless::is_root;
-use crate::support::{ci_build_args, ci_env, podman, run, stdout, target_dir};
+use crate::support::{ci_env, podman, run, stdout, target_dir};
 
 /// A build's log, stdout and stderr.
 fn log(output: &Output) -> String {
@@ -166,15 +167,7 @@ fn known_differences(a: &Path, b: &Path, platform: &str) -> BTreeSet<&'static st
             needs root and the test bench; run by `cargo xtask ci`"]
 fn both_platforms_build_export_and_cache_under_podman_5() {
     assert!(is_root(), "podman in podman runs privileged: run as root");
-    let vars = ci_env();
-    let builder = vars
-        .get("XTASK_RUST_BUILDER")
-        .cloned()
-        .expect("XTASK_RUST_BUILDER: run `cargo xtask ci --setup-only` first");
-    let build_args: Vec<String> = ci_build_args(&vars)
-        .into_iter()
-        .flat_map(|arg| ["--build-arg".to_owned(), arg])
-        .collect();
+    let (builder, build_args) = builder_and_build_flags();
     let podman5 = Podman5::prepare(&builder);
     let version = podman5.version();
     assert!(version.starts_with("podman version 5."), "{version}");
@@ -271,7 +264,7 @@ fn both_platforms_build_export_and_cache_under_podman_5() {
     let clock = Instant::now();
     let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .current_dir(&checkout)
-        .envs(vars.iter().filter(|(k, _)| *k == "CONTAINERS_CONF"))
+        .envs(ci_env().into_iter().filter(|(k, _)| k == "CONTAINERS_CONF"))
         .env("CONTAINERS_STORAGE_CONF", &conf)
         .env("CARGO_TARGET_DIR", &host_target)
         .env_remove("SOURCE_DATE_EPOCH")

@@ -20,6 +20,20 @@ use crate::support::{ci_build_args, ci_env, parse_outputs, podman, target_dir};
 
 pub const PLATFORMS: [&str; 2] = ["linux/amd64", "linux/arm64"];
 
+/// The test bench's Rust builder, and the `--build-arg` flags that build on it (and on scratch).
+pub fn builder_and_build_flags() -> (String, Vec<String>) {
+    let vars = ci_env();
+    let builder = vars
+        .get("XTASK_RUST_BUILDER")
+        .cloned()
+        .expect("XTASK_RUST_BUILDER: run `cargo xtask ci --setup-only` first");
+    let flags = ci_build_args(&vars)
+        .into_iter()
+        .flat_map(|arg| ["--build-arg".to_owned(), arg])
+        .collect();
+    (builder, flags)
+}
+
 /// storage.conf of an overlay storage at `dir` that reads the images of `base` too.
 pub fn storage_conf(graphroot: &Path, runroot: &Path, base: &Path) -> String {
     format!(
@@ -166,15 +180,7 @@ fn two_clones_two_storages_one_rootless() {
         rootless::is_root(),
         "the rootless half makes a user: run as root (`cargo xtask ci` does)"
     );
-    let vars = ci_env();
-    let builder = vars
-        .get("XTASK_RUST_BUILDER")
-        .cloned()
-        .expect("XTASK_RUST_BUILDER: run `cargo xtask ci --setup-only` first");
-    let build_args: Vec<String> = ci_build_args(&vars)
-        .into_iter()
-        .flat_map(|arg| ["--build-arg".to_owned(), arg])
-        .collect();
+    let (builder, build_args) = builder_and_build_flags();
     let base = base_store(&builder);
 
     // The first build: root, a clone in one place, an empty storage of its own, UTC.
@@ -199,7 +205,7 @@ fn two_clones_two_storages_one_rootless() {
     let clock = Instant::now();
     let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .current_dir(&first)
-        .envs(vars.iter().filter(|(k, _)| *k == "CONTAINERS_CONF"))
+        .envs(ci_env().into_iter().filter(|(k, _)| k == "CONTAINERS_CONF"))
         .env("CONTAINERS_STORAGE_CONF", &conf)
         .env("CARGO_TARGET_DIR", &first_target)
         .env("TZ", "UTC")
@@ -340,15 +346,7 @@ fn build_amd64(clone: &Path, conf: &Path, target: &Path, build_args: &[String]) 
 #[test]
 #[ignore = "builds linux/amd64 three times with podman: needs the test bench; run by `cargo xtask ci`"]
 fn a_storage_warm_with_an_earlier_commit_builds_what_an_empty_one_does() {
-    let vars = ci_env();
-    let builder = vars
-        .get("XTASK_RUST_BUILDER")
-        .cloned()
-        .expect("XTASK_RUST_BUILDER: run `cargo xtask ci --setup-only` first");
-    let build_args: Vec<String> = ci_build_args(&vars)
-        .into_iter()
-        .flat_map(|arg| ["--build-arg".to_owned(), arg])
-        .collect();
+    let (builder, build_args) = builder_and_build_flags();
     let base = base_store(&builder);
     let work = temp_dir("reproducible-warm");
     let clone = work.path().join("clone");
