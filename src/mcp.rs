@@ -239,8 +239,8 @@ fn initialize(params: Option<&Value>) -> Value {
 }
 
 /// The tools/list answer: `src/tools.json`, with the years of the embedded calendars in calculate_fare's
-/// description. The tools and their schemas are data, as clients read them; built in code with `json!`, they were
-/// a fifth of the app's compiled code. The tests hold the file to the limits and defaults `fare` enforces.
+/// description. The tools and their schemas are data, as clients read them; built in code with `json!`, they took a
+/// fifth of the app's compile time. The tests hold the file to the limits and defaults `fare` enforces.
 pub fn tools() -> &'static Value {
     static TOOLS: OnceLock<Value> = OnceLock::new();
     TOOLS.get_or_init(|| {
