@@ -1,7 +1,8 @@
 //! `cargo xtask image build`: one `podman build --format docker --timestamp` per platform, each exported to
 //! `target/image/<os>-<arch>/` (podman's `dir:` transport: the v2s2 manifest and its blobs as files) for the push
 //! stage, its config freed of build-time ids and given meta's labels and time ([`normalise`]) so that the same
-//! sources give the same digest anywhere, with its CycloneDX SBOM beside it in `target/image/<os>-<arch>.cdx.json` ([`sbom`]).
+//! sources give the same digest anywhere, with its CycloneDX SBOM beside it in
+//! `target/image/<os>-<arch>.cdx.json` ([`sbom`]).
 //!
 //! The plan and every argv are pure functions of the configuration, the request (with the labels `image meta`
 //! decided) and a few facts of the session (root, target directory, the build machine's arch); only
