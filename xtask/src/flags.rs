@@ -45,7 +45,7 @@ xflags::xflags! {
                 optional --tag tag: String
                 /// Registry repository used as a layer cache (ghcr.io/owner/app-cache); default: cache-repo in [package.metadata.image]; when it cannot be written the build warns and goes on without it.
                 optional --cache-repo cache_repo: String
-                /// The image's labels as a JSON object (the `labels` output of `image meta`); their created time is also podman's --timestamp; default: what meta gives a build of this checkout at Cargo.toml's version.
+                /// The image's labels as a JSON object (the `labels` output of `image meta`); their created time is also the config's; default: what meta gives a build of this checkout at Cargo.toml's version.
                 optional --labels labels: String
                 /// Print the podman commands that would run, one per line, and run nothing.
                 optional --dry-run

@@ -124,7 +124,7 @@ impl Session {
 
     /// The image's time, seconds since the epoch: `$SOURCE_DATE_EPOCH`, else the time of the commit its inputs
     /// come from ([`Git::source`]), else HEAD's, so the same sources always get the same `created` label and
-    /// `--timestamp`; `None` outside a git checkout.
+    /// config time; `None` outside a git checkout.
     pub fn created(&self) -> anyhow::Result<Option<u64>> {
         match &self.source_date_epoch {
             Some(value) => value.trim().parse().map(Some).map_err(|_| {

@@ -39,7 +39,7 @@ const CREATED: &str = "org.opencontainers.image.created";
 
 /// `podman build --timestamp`: the time of every file a build adds and of each history entry it writes (the Unix
 /// epoch, as reproducible images commonly carry).
-pub const LAYER_TIME: &str = "0";
+const LAYER_TIME: &str = "0";
 
 /// How long the layer cache may take to answer before the build goes on without it.
 const CACHE_PROBE_TIMEOUT: Duration = Duration::from_secs(5);

@@ -39,7 +39,7 @@ pub struct Facts {
     /// The `revision` label: the commit the image's inputs come from (the newest that changed them, so a docs-only
     /// commit gives the same image as its parent); `None` for `sha`.
     pub revision: Option<String>,
-    /// The image's time, seconds since the epoch: the `created` label and podman's `--timestamp`.
+    /// The image's time, seconds since the epoch: the `created` label, and the exported config's `created`.
     /// `$SOURCE_DATE_EPOCH`, else the time of the `revision` commit (so a rebuild labels the same); `None` leaves
     /// the label out.
     pub created: Option<u64>,

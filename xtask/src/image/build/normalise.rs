@@ -32,10 +32,8 @@ use std::path::Path;
 use anyhow::Context;
 use serde_json::Value;
 
+use super::CREATED;
 use crate::oci::{Digest, ImageManifest};
-
-/// The label whose value is the image's time.
-const CREATED: &str = "org.opencontainers.image.created";
 
 /// The config without build-time ids, with `labels` added to the base image's (a label of the same key replaced)
 /// and the `created` label's time, as compact JSON with sorted keys (the same input always gives the same bytes;
@@ -282,8 +280,9 @@ mod tests {
             config(&config(PODMAN_5_4, &no_labels()).unwrap(), &no_labels()).unwrap(),
             config(PODMAN_5_4, &no_labels()).unwrap()
         );
-        // What is left between them is not a build-time id: buildah 1.28 records each --label as a history entry
-        // of its own, 1.30 and later all of them in one; and the layer (rootfs) differs in its tar headers.
+        // What is left between them is not a build-time id: these fixtures were built with --label flags, which
+        // buildah 1.28 records as a history entry each and 1.30 and later as one; and the layer (rootfs) differs
+        // in its tar headers.
         for differs in ["history", "rootfs"] {
             assert_ne!(old[differs], new[differs], "{differs}");
             old.as_object_mut().unwrap().remove(differs);
