@@ -174,10 +174,7 @@ fn both_platforms_build_export_and_cache_under_podman_5() {
 
     let work = temp_dir("podman5");
     let checkout = work.path().join("checkout");
-    run(Command::new("git")
-        .args(["clone", "-q", "--no-hardlinks"])
-        .arg(crate::support::root())
-        .arg(&checkout));
+    crate::support::clone_checkout(&checkout);
     let registry = TestRegistry::start(Auth::Anonymous);
     let cache = registry.reference("podman5/cache");
     let logs = target_dir().join("tests/podman5");

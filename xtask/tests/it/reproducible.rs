@@ -186,13 +186,7 @@ fn two_clones_two_storages_one_rootless() {
     // The first build: root, a clone in one place, an empty storage of its own, UTC.
     let work = temp_dir("reproducible");
     let first = work.path().join("first-clone");
-    let status = Command::new("git")
-        .args(["clone", "-q", "--no-hardlinks"])
-        .arg(crate::support::root())
-        .arg(&first)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    crate::support::clone_checkout(&first);
     let storage = work.path().join("storage");
     let conf = work.path().join("storage.conf");
     std::fs::write(
@@ -362,13 +356,7 @@ fn a_storage_warm_with_an_earlier_commit_builds_what_an_empty_one_does() {
             .unwrap();
         assert!(status.success(), "git {args:?}");
     };
-    let status = Command::new("git")
-        .args(["clone", "-q", "--no-hardlinks"])
-        .arg(crate::support::root())
-        .arg(&clone)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    crate::support::clone_checkout(&clone);
     let storage = |name: &str| {
         let conf = work.path().join(format!("{name}.conf"));
         let dir = work.path().join(name);
@@ -414,17 +402,19 @@ fn a_storage_warm_with_an_earlier_commit_builds_what_an_empty_one_does() {
         "the empty storage reused a step:\n{log}"
     );
 
-    let manifest = |target: &Path| {
-        sha256(&std::fs::read(target.join("image/linux-amd64/manifest.json")).unwrap())
-    };
-    let config = |target: &Path| {
-        let export = target.join("image/linux-amd64");
-        let manifest: Value =
-            serde_json::from_slice(&std::fs::read(export.join("manifest.json")).unwrap()).unwrap();
-        let digest = manifest["config"]["digest"].as_str().unwrap().to_owned();
-        let config: Value =
-            serde_json::from_slice(&std::fs::read(export.join(&digest[7..])).unwrap()).unwrap();
-        config
+    // Each export: its manifest's digest, the manifest, the config it names.
+    let export = |target: &Path| target.join("image/linux-amd64");
+    let manifest_bytes =
+        |target: &Path| std::fs::read(export(target).join("manifest.json")).unwrap();
+    let manifest = |target: &Path| sha256(&manifest_bytes(target));
+    let manifest_json =
+        |target: &Path| -> Value { serde_json::from_slice(&manifest_bytes(target)).unwrap() };
+    let config = |target: &Path| -> Value {
+        let digest = manifest_json(target)["config"]["digest"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        serde_json::from_slice(&std::fs::read(export(target).join(&digest[7..])).unwrap()).unwrap()
     };
     assert_eq!(
         manifest(&from_warm),
@@ -442,12 +432,8 @@ fn a_storage_warm_with_an_earlier_commit_builds_what_an_empty_one_does() {
     );
     assert_ne!(manifest(&earlier), manifest(&from_warm));
     // The same files, layer for layer: only the config tells the commits apart.
-    let layers = |target: &Path| {
-        let manifest: Value = serde_json::from_slice(
-            &std::fs::read(target.join("image/linux-amd64/manifest.json")).unwrap(),
-        )
-        .unwrap();
-        manifest["layers"].clone()
-    };
-    assert_eq!(layers(&earlier), layers(&from_warm));
+    assert_eq!(
+        manifest_json(&earlier)["layers"],
+        manifest_json(&from_warm)["layers"]
+    );
 }

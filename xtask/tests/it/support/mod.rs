@@ -204,6 +204,14 @@ pub fn run(command: &mut Command) -> Output {
     output
 }
 
+/// A clone of this checkout's HEAD at `to` (no hard links: a test may change or chmod its files).
+pub fn clone_checkout(to: &Path) {
+    run(Command::new("git")
+        .args(["clone", "-q", "--no-hardlinks"])
+        .arg(root())
+        .arg(to));
+}
+
 /// [`run`], and its standard output, trimmed.
 pub fn stdout(command: &mut Command) -> String {
     String::from_utf8(run(command).stdout)

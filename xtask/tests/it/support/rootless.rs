@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::registry::sha256;
-use super::{ci_env, podman, root, run, stdout, target_dir};
+use super::{ci_env, clone_checkout, podman, run, stdout, target_dir};
 
 pub const USER: &str = "xtask-rootless";
 
@@ -178,10 +178,7 @@ impl Rootless {
     pub fn clone_checkout(&self, path: &str) -> PathBuf {
         let checkout = self.share.join(path);
         std::fs::create_dir_all(checkout.parent().unwrap()).unwrap();
-        run(Command::new("git")
-            .args(["clone", "-q", "--no-hardlinks"])
-            .arg(root())
-            .arg(&checkout));
+        clone_checkout(&checkout);
         run(Command::new("chmod").args(["-R", "a+rX"]).arg(&self.share));
         checkout
     }
